@@ -1,0 +1,65 @@
+/**
+ * What the daemons' command lines share: number parsing, the root logger, and clean
+ * shutdown on SIGINT, SIGTERM and SIGHUP.
+ */
+import { InvalidArgumentError } from 'commander';
+import { createLogger, type Logger } from '../../src/log.js';
+
+/** commander parser for a non-negative integer option. */
+export function integer(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('expected a non-negative integer');
+  return Number(value);
+}
+
+/** commander collector for a repeatable option. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** commander parser for a comma-separated list. */
+export function list(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(',').map((s) => s.trim()).filter((s) => s !== '')];
+}
+
+/** The root logger of a daemon. */
+export function daemonLogger(name: string, level: string | undefined): Logger {
+  return createLogger({ name, level: level ?? process.env['LOG_LEVEL'] ?? 'info' });
+}
+
+/**
+ * Runs `stop` on the first SIGINT, SIGTERM or SIGHUP (unless `signals` says otherwise),
+ * then exits 0; a second signal exits at once.
+ */
+export function stopOnSignals(
+  logger: Logger,
+  stop: () => Promise<void>,
+  signals: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'],
+): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    stop().then(
+      () => {
+        logger.info('stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  for (const signal of signals) process.on(signal, onSignal);
+}
+
+/** Logs a fatal startup error (coded errors keep their code) and exits 1. */
+export function fail(logger: Logger, err: unknown, msg: string): never {
+  logger.fatal({ err }, msg);
+  process.stderr.write(`${msg}: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}

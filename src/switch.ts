@@ -1,0 +1,323 @@
+/**
+ * A switch joins two endpoints (an external client and a service connection) so that
+ * what one receives is sent by the other. It is libipc's SWITCHED connection pair
+ * (seeds/context.zig `add_switch`), the Node way.
+ *
+ * Callback contract: each endpoint has `in`, which turns what its transport received
+ * into libipc frame bytes handed to `forward`, and `out`, which turns libipc frame bytes
+ * into what its transport sends. Each call ends in one of libipc's four outcomes:
+ * {@link Outcome.MESSAGE}, {@link Outcome.IGNORE}, {@link Outcome.CLOSING}, or an Error.
+ * CLOSING and errors tear both endpoints down, once.
+ *
+ * Flow control: when `out` leaves the destination needing a drain, the source is paused
+ * until the destination drains, so a slow reader slows its writer and memory stays
+ * bounded. End of input is forwarded as a half-close (FIN) so a reply sent after a
+ * client's FIN still reaches it; the other direction then has `halfCloseTimeout` ms.
+ */
+import type net from 'node:net';
+import { FrameTracker, DEFAULT_MAX_PAYLOAD } from './frame.js';
+
+/** libipc's callback outcomes (the original's CBEvent types). An Error is the fourth. */
+export const Outcome = {
+  /** Bytes were produced/sent. */
+  MESSAGE: 0,
+  /** Nothing to pass on (e.g. a partial unit kept for later). */
+  IGNORE: 1,
+  /** The endpoint is closing cleanly: tear the switch down. */
+  CLOSING: 2,
+} as const;
+
+export type SwitchResult = (typeof Outcome)[keyof typeof Outcome] | Error;
+
+/** Hands libipc frame bytes to the other endpoint's `out`. */
+export type Forward = (bytes: Buffer) => void;
+
+/** What the switch needs from an endpoint's transport, and its two callbacks. */
+export abstract class Endpoint {
+  /** `client` or `service`, for logs. */
+  readonly role: string;
+  /** Bytes received from / sent to this endpoint's transport. */
+  bytesIn = 0;
+  bytesOut = 0;
+  /** Set by the switch that owns this endpoint. */
+  protected owner: Switch | null = null;
+  /** Input reached its end (EOF seen). */
+  inputEnded = false;
+  /** The transport is fully closed. */
+  closed = false;
+
+  constructor(role: string) {
+    this.role = role;
+  }
+
+  /** libipc messages received from this endpoint's transport (complete frames). */
+  abstract get messagesIn(): number;
+  /** Turns received data into frame bytes for `forward`. */
+  abstract in(data: Buffer, forward: Forward): SwitchResult;
+  /** Sends frame bytes through this endpoint's transport. */
+  abstract out(bytes: Buffer): SwitchResult;
+  /** Called at end of input: CLOSING when it ended at a frame boundary, else an Error. */
+  abstract endInput(): SwitchResult;
+  /** True when the transport holds more than it wants and the source should pause. */
+  abstract get needsDrain(): boolean;
+  abstract pause(): void;
+  abstract resume(): void;
+  /** Half-close: no more output after what is queued. */
+  abstract endOutput(): void;
+  abstract destroy(): void;
+  /** Attaches transport listeners that report to `owner`. */
+  abstract start(owner: Switch): void;
+  /** A short description of the remote peer, for logs. */
+  abstract get peer(): string | undefined;
+}
+
+/**
+ * An endpoint over a byte stream (TCP, TLS, Unix socket) whose bytes already are libipc
+ * frames: `in` forwards every chunk untouched while a {@link FrameTracker} follows frame
+ * boundaries (to enforce maxPayload and count messages without copying); `out` writes.
+ */
+export class SocketEndpoint extends Endpoint {
+  readonly socket: net.Socket;
+  private readonly tracker: FrameTracker;
+
+  constructor(role: string, socket: net.Socket, maxPayload = DEFAULT_MAX_PAYLOAD) {
+    super(role);
+    this.socket = socket;
+    this.tracker = new FrameTracker(maxPayload);
+  }
+
+  get messagesIn(): number {
+    return this.tracker.frames;
+  }
+
+  get peer(): string | undefined {
+    const { remoteAddress, remotePort } = this.socket;
+    if (remoteAddress === undefined) return undefined;
+    return remoteAddress.includes(':') ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
+  }
+
+  in(chunk: Buffer, forward: Forward): SwitchResult {
+    // Check the limit before forwarding anything (PERFORMANCE.md): the peer's length
+    // field is never trusted; complete frames before the bad header still pass.
+    if (this.tracker.track(chunk)) {
+      forward(chunk);
+      return Outcome.MESSAGE;
+    }
+    if (this.tracker.errorOffset > 0) forward(chunk.subarray(0, this.tracker.errorOffset));
+    return this.tracker.error!;
+  }
+
+  out(bytes: Buffer): SwitchResult {
+    this.bytesOut += bytes.length;
+    this.socket.write(bytes);
+    return Outcome.MESSAGE;
+  }
+
+  endInput(): SwitchResult {
+    return this.tracker.endError() ?? Outcome.CLOSING;
+  }
+
+  get needsDrain(): boolean {
+    return this.socket.writableNeedDrain;
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  endOutput(): void {
+    if (!this.socket.destroyed) this.socket.end();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  start(owner: Switch): void {
+    this.owner = owner;
+    const socket = this.socket;
+    const endpoint = this;
+    socket.on('data', function socketOnData(chunk: Buffer) {
+      endpoint.bytesIn += chunk.length;
+      owner.input(endpoint, chunk);
+    });
+    socket.on('end', function socketOnEnd() {
+      owner.inputEnd(endpoint);
+    });
+    socket.on('drain', function socketOnDrain() {
+      owner.drained(endpoint);
+    });
+    socket.on('error', function socketOnError(err: Error) {
+      owner.fail(endpoint, err);
+    });
+    socket.on('close', function socketOnClose() {
+      owner.transportClosed(endpoint);
+    });
+    // A handshake may have paused the socket (and unshifted bytes that followed it).
+    socket.resume();
+  }
+}
+
+/** What a switch reports once, when it is over. */
+export interface SwitchSummary {
+  /** Why it ended: `client closed`, `service closed`, or the error's message. */
+  reason: string;
+  /** Set when the switch ended on an error (coded errors carry `code`). */
+  error?: Error;
+  /** The role of the endpoint that ended first, or failed. */
+  endedBy: string;
+  /** Frame bytes and messages from the client to the service and back. */
+  bytesIn: number;
+  bytesOut: number;
+  messagesIn: number;
+  messagesOut: number;
+  durationMs: number;
+}
+
+export interface SwitchOptions {
+  /** Time allowed to the other direction after one side half-closed (ms, default 5000). */
+  halfCloseTimeout?: number;
+  /** Called once when the switch is over. */
+  onClose?: (summary: SwitchSummary) => void;
+  /** Called for each unit passed (SWITCH_RX from a, SWITCH_TX to b); off by default. */
+  onPass?: (from: Endpoint, to: Endpoint, bytes: Buffer) => void;
+}
+
+/** Joins endpoint `client` and endpoint `service` (see the module comment). */
+export class Switch {
+  readonly client: Endpoint;
+  readonly service: Endpoint;
+  private readonly options: SwitchOptions;
+  private readonly startedAt = performance.now();
+  private readonly toService: Forward;
+  private readonly toClient: Forward;
+  private lingerTimer: NodeJS.Timeout | null = null;
+  private firstEnd: Endpoint | null = null;
+  private over = false;
+
+  constructor(client: Endpoint, service: Endpoint, options: SwitchOptions = {}) {
+    this.client = client;
+    this.service = service;
+    this.options = options;
+    this.toService = this.makeForward(client, service);
+    this.toClient = this.makeForward(service, client);
+  }
+
+  /** True once the switch is torn down or finished. */
+  get done(): boolean {
+    return this.over;
+  }
+
+  /** Starts moving data both ways. */
+  start(): this {
+    this.client.start(this);
+    this.service.start(this);
+    return this;
+  }
+
+  private makeForward(from: Endpoint, to: Endpoint): Forward {
+    const onPass = this.options.onPass;
+    return (bytes: Buffer) => {
+      if (this.over) return;
+      const result = to.out(bytes);
+      if (result instanceof Error) {
+        this.teardown(to, result);
+        return;
+      }
+      if (result === Outcome.CLOSING) {
+        this.teardown(to, undefined, `${to.role} closing`);
+        return;
+      }
+      if (onPass) onPass(from, to, bytes);
+      if (to.needsDrain) from.pause();
+    };
+  }
+
+  /** @internal Transport data from `from`. */
+  input(from: Endpoint, data: Buffer): void {
+    if (this.over) return;
+    const result = from.in(data, from === this.client ? this.toService : this.toClient);
+    if (result instanceof Error) this.teardown(from, result);
+    else if (result === Outcome.CLOSING) this.teardown(from, undefined, `${from.role} closing`);
+  }
+
+  /** @internal `from` reached end of input. */
+  inputEnd(from: Endpoint): void {
+    if (this.over || from.inputEnded) return;
+    from.inputEnded = true;
+    const result = from.endInput();
+    if (result instanceof Error) {
+      this.teardown(from, result);
+      return;
+    }
+    this.firstEnd ??= from;
+    const other = from === this.client ? this.service : this.client;
+    other.endOutput();
+    if (!other.inputEnded && this.lingerTimer === null) {
+      const timeout = this.options.halfCloseTimeout ?? 5000;
+      this.lingerTimer = setTimeout(() => this.teardown(from, undefined, `${from.role} closed`), timeout);
+      this.lingerTimer.unref();
+    }
+  }
+
+  /** @internal `from`'s transport can take more: resume the other side. */
+  drained(from: Endpoint): void {
+    if (this.over) return;
+    (from === this.client ? this.service : this.client).resume();
+  }
+
+  /** @internal A transport error on `from`. */
+  fail(from: Endpoint, err: Error): void {
+    this.teardown(from, err);
+  }
+
+  /** @internal `from`'s transport closed. */
+  transportClosed(from: Endpoint): void {
+    from.closed = true;
+    if (this.over) return;
+    const other = from === this.client ? this.service : this.client;
+    if (!from.inputEnded) {
+      // Closed without a clean end of input (reset, or destroyed): nothing more can pass.
+      this.teardown(from, undefined, `${from.role} closed`);
+    } else if (other.closed) {
+      this.finish();
+    }
+  }
+
+  /** Ends the switch now: both endpoints destroyed, reported once with `reason`. */
+  close(reason: string, err?: Error): void {
+    this.teardown(this.client, err, reason);
+  }
+
+  private finish(): void {
+    const by = this.firstEnd ?? this.client;
+    this.report(by, undefined, `${by.role} closed`);
+  }
+
+  private teardown(by: Endpoint, err?: Error, reason?: string): void {
+    if (this.over) return;
+    this.client.destroy();
+    this.service.destroy();
+    this.report(by, err, reason ?? (err ? err.message : `${by.role} closed`));
+  }
+
+  private report(by: Endpoint, err: Error | undefined, reason: string): void {
+    if (this.over) return;
+    this.over = true;
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.options.onClose?.({
+      reason,
+      ...(err ? { error: err } : {}),
+      endedBy: by.role,
+      bytesIn: this.client.bytesIn,
+      bytesOut: this.service.bytesIn,
+      messagesIn: this.client.messagesIn,
+      messagesOut: this.service.messagesIn,
+      durationMs: Math.round(performance.now() - this.startedAt),
+    });
+  }
+}
