@@ -122,7 +122,7 @@ export class GatewayCore {
     }
     if (this.live.size >= this.options.maxConnections) {
       const err = ipcError(ErrorCode.TOO_MANY_CONNECTIONS, `limit of ${this.options.maxConnections} connections reached`);
-      this.logger.warn({ ...info, err, reason: err.message }, 'connection refused');
+      this.logger.warn({ ...info, code: err.code, reason: err.message }, 'connection refused');
       return null;
     }
     return info;
@@ -150,9 +150,13 @@ export class GatewayCore {
     return requested;
   }
 
-  /** Logs a refused client (no byte is sent to it by the caller). */
+  /**
+   * Logs a refused client (no byte is sent to it by the caller). Expected refusals (coded
+   * errors) log their code and reason; anything else logs the whole error.
+   */
   refuse(info: ConnectionInfo, err: Error, extra: Record<string, unknown> = {}): void {
-    this.logger.warn({ ...info, ...extra, err, reason: err.message }, 'connection refused');
+    const detail = err instanceof IpcError ? { code: err.code } : { err };
+    this.logger.warn({ ...info, ...extra, ...detail, reason: err.message }, 'connection refused');
   }
 
   /**
@@ -232,8 +236,8 @@ function logConnectionEnd(logger: Logger, info: ConnectionInfo, service: string,
     messagesOut: s.messagesOut,
     durationMs: s.durationMs,
   };
-  if (s.error instanceof IpcError) logger.warn({ ...fields, err: s.error }, 'connection closed');
-  else if (s.error) logger.info({ ...fields, err: s.error }, 'connection closed');
+  if (s.error instanceof IpcError) logger.warn({ ...fields, code: s.error.code }, 'connection closed');
+  else if (s.error) logger.info({ ...fields, code: (s.error as NodeJS.ErrnoException).code }, 'connection closed');
   else logger.info(fields, 'connection closed');
 }
 

@@ -1,0 +1,178 @@
+/**
+ * TLS material of a listening gateway (tlsd, and wsd for wss): certificate, key and
+ * optional client CA, loaded from files, checked before use, and reloadable while
+ * serving. A reload that fails any check is refused with a log line and the material in
+ * use stays; established connections are never touched (only new handshakes see the
+ * new context).
+ */
+import tls from 'node:tls';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from '../src/log.js';
+
+export interface TlsFiles {
+  /** PEM certificate chain file (leaf first). */
+  cert: string;
+  /** PEM private key file. */
+  key: string;
+  /** PEM CA bundle that client certificates must chain to (mTLS). */
+  ca?: string;
+}
+
+export interface TlsServerSettings extends TlsFiles {
+  /** Lowest TLS version accepted (default TLSv1.2). */
+  minVersion?: tls.SecureVersion;
+  /** Ask clients for a certificate and refuse those without a valid one (needs `ca`). */
+  requireClientCert?: boolean;
+  /** When set, a client certificate's subject CN must be one of these. */
+  allowCn?: readonly string[];
+  /** When set, one of the client certificate's SAN entries must be one of these (`DNS:x`, `IP:x`, `email:x`, or a bare value). */
+  allowSan?: readonly string[];
+}
+
+/** Facts about one loaded set of files, for logs. */
+export interface MaterialInfo {
+  subject: string;
+  issuer: string;
+  validTo: string;
+  fingerprint256: string;
+}
+
+/** Reads and checks the files; throws an Error saying which check failed. */
+export function loadSecureContext(settings: TlsServerSettings): { context: tls.SecureContext; info: MaterialInfo } {
+  const certPem = readFileSync(settings.cert);
+  const keyPem = readFileSync(settings.key);
+  const caPem = settings.ca ? readFileSync(settings.ca) : undefined;
+  const leaf = new X509Certificate(certPem);
+  const now = Date.now();
+  if (Date.parse(leaf.validTo) <= now) throw new Error(`certificate ${settings.cert} expired on ${leaf.validTo}`);
+  if (Date.parse(leaf.validFrom) > now) throw new Error(`certificate ${settings.cert} is not valid before ${leaf.validFrom}`);
+  if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) {
+    throw new Error(`key ${settings.key} does not match certificate ${settings.cert}`);
+  }
+  if (caPem) new X509Certificate(caPem); // parse check: a truncated CA file is refused here
+  const context = tls.createSecureContext({
+    cert: certPem,
+    key: keyPem,
+    ...(caPem ? { ca: caPem } : {}),
+    minVersion: settings.minVersion ?? 'TLSv1.2',
+  });
+  return {
+    context,
+    info: { subject: leaf.subject, issuer: leaf.issuer, validTo: leaf.validTo, fingerprint256: leaf.fingerprint256 },
+  };
+}
+
+/** The identity a client certificate shows, for logs and allow-lists. */
+export interface ClientIdentity {
+  cn?: string;
+  san?: string[];
+  authorized: boolean;
+  authorizationError?: string;
+}
+
+export function clientIdentity(socket: tls.TLSSocket): ClientIdentity | undefined {
+  const cert = socket.getPeerCertificate();
+  if (!cert || Object.keys(cert).length === 0) return undefined;
+  const cn = cert.subject?.CN;
+  const san = cert.subjectaltname ? cert.subjectaltname.split(', ') : undefined;
+  const authError = socket.authorizationError;
+  return {
+    ...(cn !== undefined ? { cn: Array.isArray(cn) ? cn.join(',') : cn } : {}),
+    ...(san ? { san } : {}),
+    authorized: socket.authorized,
+    ...(authError ? { authorizationError: String(authError) } : {}),
+  };
+}
+
+/** Why `identity` is not allowed by the CN/SAN allow-lists, or null when it is. */
+export function identityProblem(identity: ClientIdentity | undefined, settings: TlsServerSettings): string | null {
+  const { allowCn, allowSan } = settings;
+  if (!allowCn?.length && !allowSan?.length) return null;
+  if (!identity) return 'no client certificate';
+  if (!identity.authorized) return `client certificate not trusted (${identity.authorizationError ?? 'unverified'})`;
+  if (allowCn?.length && identity.cn !== undefined && allowCn.includes(identity.cn)) return null;
+  if (allowSan?.length && identity.san) {
+    for (const entry of identity.san) {
+      const bare = entry.slice(entry.indexOf(':') + 1);
+      if (allowSan.includes(entry) || allowSan.includes(bare)) return null;
+    }
+  }
+  return `client identity not allowed (CN ${identity.cn ?? 'none'}, SAN ${identity.san?.join(' ') ?? 'none'})`;
+}
+
+/**
+ * The current secure context, replaced by {@link reload} (SIGHUP) or by file changes when
+ * watching. Listeners read {@link context} at each new handshake.
+ */
+export class TlsMaterial {
+  readonly settings: TlsServerSettings;
+  private current: tls.SecureContext;
+  private readonly logger: Logger;
+  private watchers: FSWatcher[] = [];
+  private reloadTimer: NodeJS.Timeout | null = null;
+
+  /** Loads the files now. @throws Error when they fail a check (the daemon cannot start). */
+  constructor(settings: TlsServerSettings, logger: Logger) {
+    const restricts = !!settings.allowCn?.length || !!settings.allowSan?.length;
+    if ((settings.requireClientCert || restricts) && !settings.ca) {
+      throw new Error('client certificate checks (--require-client-cert, --allow-cn, --allow-san) need --ca');
+    }
+    this.settings = settings;
+    this.logger = logger;
+    const { context, info } = loadSecureContext(settings);
+    this.current = context;
+    logger.info({ certificate: info }, 'tls material loaded');
+  }
+
+  get context(): tls.SecureContext {
+    return this.current;
+  }
+
+  /** Loads the files again; keeps the old material (and says why) if they fail a check. */
+  reload(): boolean {
+    try {
+      const { context, info } = loadSecureContext(this.settings);
+      this.current = context;
+      this.logger.info({ certificate: info }, 'tls material reloaded');
+      return true;
+    } catch (err) {
+      this.logger.error({ reason: (err as Error).message }, 'tls reload refused: keeping the material in use');
+      return false;
+    }
+  }
+
+  /**
+   * Reloads when a file changes (debounced: editors and cert tools write in steps). The
+   * directories are watched, not the files: tools that replace a file by renaming a new
+   * one over it would leave a file watcher on the old inode.
+   */
+  watch(debounceMs = 200): void {
+    const files = [this.settings.cert, this.settings.key, this.settings.ca].filter((f): f is string => !!f);
+    const byDir = new Map<string, Set<string>>();
+    for (const file of files) {
+      const dir = path.dirname(path.resolve(file));
+      if (!byDir.has(dir)) byDir.set(dir, new Set());
+      byDir.get(dir)!.add(path.basename(file));
+    }
+    for (const [dir, names] of byDir) {
+      const watcher = watch(dir, (_event, filename) => {
+        if (filename !== null && !names.has(filename.toString())) return;
+        if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => {
+          this.reloadTimer = null;
+          this.reload();
+        }, debounceMs);
+      });
+      watcher.on('error', (err) => this.logger.warn({ err, dir }, 'cannot watch certificate directory'));
+      this.watchers.push(watcher);
+    }
+  }
+
+  close(): void {
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+  }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test (ava over TAP) and ends with the closing line CI reads:
+# "N passed, N failed" (", N skipped" when some were), keeping ava's exit code.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+npm run build --silent || exit 1
+tap=$(mktemp)
+npx ava --tap "$@" | tee "$tap"
+status=${PIPESTATUS[0]}
+pass=$(grep -cE '^ok ' "$tap" || true)
+fail=$(grep -cE '^not ok ' "$tap" || true)
+skip=$(grep -cE '^ok .*# SKIP' "$tap" || true)
+rm -f "$tap"
+pass=$((pass - skip))
+if [ "$status" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi
+if [ "$skip" -gt 0 ]; then echo "$pass passed, $fail failed, $skip skipped"; else echo "$pass passed, $fail failed"; fi
+exit "$status"
