@@ -64,7 +64,8 @@ export abstract class Endpoint {
   abstract resume(): void;
   /** Half-close: no more output after what is queued. */
   abstract endOutput(): void;
-  abstract destroy(): void;
+  /** Closes the transport now; `err` (when the switch failed) may choose how to tell the peer. */
+  abstract destroy(err?: Error): void;
   /** Attaches transport listeners that report to `owner`. */
   abstract start(owner: Switch): void;
   /** A short description of the remote peer, for logs. */
@@ -170,7 +171,7 @@ export interface SwitchSummary {
   error?: Error;
   /** The role of the endpoint that ended first, or failed. */
   endedBy: string;
-  /** Frame bytes and messages from the client to the service and back. */
+  /** Bytes the client sent and was sent (as its transport carries them), and messages each way. */
   bytesIn: number;
   bytesOut: number;
   messagesIn: number;
@@ -300,8 +301,8 @@ export class Switch {
 
   private teardown(by: Endpoint, err?: Error, reason?: string): void {
     if (this.over) return;
-    this.client.destroy();
-    this.service.destroy();
+    this.client.destroy(err);
+    this.service.destroy(err);
     this.report(by, err, reason ?? (err ? err.message : `${by.role} closed`));
   }
 
@@ -314,7 +315,7 @@ export class Switch {
       ...(err ? { error: err } : {}),
       endedBy: by.role,
       bytesIn: this.client.bytesIn,
-      bytesOut: this.service.bytesIn,
+      bytesOut: this.client.bytesOut,
       messagesIn: this.client.messagesIn,
       messagesOut: this.service.messagesIn,
       durationMs: Math.round(performance.now() - this.startedAt),

@@ -1,0 +1,137 @@
+/**
+ * A switch endpoint over a WebSocket: one WebSocket message is one libipc message.
+ * `in` frames each received message (binary or text: the payload is the message bytes);
+ * `out` cuts the service's byte stream into frames and sends each payload as one message.
+ * Close codes tell the client why (RFC 6455 §7.4.1): 1001 when the service closed,
+ * 1011 when it failed, 1009 for an oversized message (raised by ws itself and by `out`).
+ */
+import type net from 'node:net';
+import { isUtf8 } from 'node:buffer';
+import type { WebSocket } from 'ws';
+import { FrameDecoder, encodeFrame } from '../src/frame.js';
+import { Endpoint, Outcome, type Forward, type Switch, type SwitchResult } from '../src/switch.js';
+import { ErrorCode, IpcError } from '../src/errors.js';
+
+/** Close codes used by the gateway. */
+export const CloseCode = {
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  PROTOCOL_ERROR: 1002,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+} as const;
+
+/** Time a closing handshake may take before the socket is cut (ms). */
+const CLOSE_GRACE_MS = 2000;
+
+export class WebSocketEndpoint extends Endpoint {
+  readonly ws: WebSocket;
+  /** The socket under the WebSocket: where write backpressure shows. */
+  private readonly socket: net.Socket;
+  private readonly decoder: FrameDecoder;
+  private readonly text: boolean;
+  private received = 0;
+  private readonly peerAddress: string | undefined;
+
+  /**
+   * @param text send replies as text messages (valid UTF-8 only; others go as binary).
+   */
+  constructor(ws: WebSocket, socket: net.Socket, maxPayload: number, text: boolean, peer: string | undefined) {
+    super('client');
+    this.ws = ws;
+    this.socket = socket;
+    this.decoder = new FrameDecoder(maxPayload);
+    this.text = text;
+    this.peerAddress = peer;
+  }
+
+  get messagesIn(): number {
+    return this.received;
+  }
+
+  get peer(): string | undefined {
+    return this.peerAddress;
+  }
+
+  in(message: Buffer, forward: Forward): SwitchResult {
+    this.received++;
+    // One copy into a header+payload buffer: one write to the service per message.
+    forward(encodeFrame(message));
+    return Outcome.MESSAGE;
+  }
+
+  out(bytes: Buffer): SwitchResult {
+    let payloads: Buffer[];
+    try {
+      payloads = this.decoder.push(bytes);
+    } catch (err) {
+      return err as Error;
+    }
+    if (payloads.length === 0) return Outcome.IGNORE;
+    for (const payload of payloads) {
+      this.bytesOut += payload.length;
+      const asText = this.text && isUtf8(payload);
+      this.ws.send(payload, { binary: !asText });
+    }
+    return Outcome.MESSAGE;
+  }
+
+  endInput(): SwitchResult {
+    return Outcome.CLOSING;
+  }
+
+  get needsDrain(): boolean {
+    return this.socket.writableNeedDrain;
+  }
+
+  pause(): void {
+    this.ws.pause();
+  }
+
+  resume(): void {
+    this.ws.resume();
+  }
+
+  /** The service ended cleanly: say so with 1001 (going away). */
+  endOutput(): void {
+    this.closeWith(CloseCode.GOING_AWAY, 'service closed');
+  }
+
+  destroy(err?: Error): void {
+    if (err === undefined) this.closeWith(CloseCode.GOING_AWAY, 'service closed');
+    else if (err instanceof IpcError && err.code === ErrorCode.PAYLOAD_TOO_LARGE) this.closeWith(CloseCode.MESSAGE_TOO_BIG, 'message too big');
+    else if (err instanceof IpcError && err.code === ErrorCode.SHUTDOWN) this.closeWith(CloseCode.GOING_AWAY, 'gateway shutting down');
+    else this.closeWith(CloseCode.INTERNAL_ERROR, 'service failed');
+  }
+
+  private closeWith(code: number, reason: string): void {
+    const ws = this.ws;
+    if (ws.readyState === ws.CLOSED) return;
+    if (ws.readyState === ws.OPEN) ws.close(code, reason);
+    // A peer that never answers the close frame is cut after a grace period.
+    const timer = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);
+    timer.unref();
+    ws.once('close', () => clearTimeout(timer));
+  }
+
+  start(owner: Switch): void {
+    this.owner = owner;
+    const endpoint = this;
+    const ws = this.ws;
+    ws.on('message', function wsOnMessage(data: Buffer) {
+      endpoint.bytesIn += data.length;
+      owner.input(endpoint, data);
+    });
+    ws.on('close', function wsOnClose() {
+      owner.inputEnd(endpoint);
+      owner.transportClosed(endpoint);
+    });
+    ws.on('error', function wsOnError(err: Error) {
+      // ws has already sent the close code that fits (1002, 1007, 1009) and will close.
+      owner.fail(endpoint, err);
+    });
+    this.socket.on('drain', function wsSocketOnDrain() {
+      owner.drained(endpoint);
+    });
+  }
+}
