@@ -91,7 +91,7 @@ export function serveByteClient(core: GatewayCore, socket: net.Socket, info: Con
         if (answerOk) socket.write(OK);
         finishHandshake();
         const client = new SocketEndpoint('client', socket, options.maxPayload);
-        core.bridge({ ...info }, service, client, connected);
+        core.bridge({ ...info }, service, client, core.serviceEndpoint(connected));
       },
       (err: Error) => refuse(err, { service }),
     );

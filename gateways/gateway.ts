@@ -52,8 +52,9 @@ export interface ResolvedGatewayOptions {
 /** Applies defaults and checks that exactly one way of choosing the target is given. */
 export function resolveGatewayOptions(options: GatewayOptions): ResolvedGatewayOptions {
   const hasAllow = options.allow !== undefined && (options.allow === '*' || options.allow.length > 0);
-  if ((options.service === undefined) === !hasAllow) {
-    throw new TypeError('give exactly one of `service` (fixed target) or `allow` (client-named targets)');
+  // Neither is allowed for a gateway that only serves outbound connections.
+  if (options.service !== undefined && hasAllow) {
+    throw new TypeError('give one of `service` (fixed target) or `allow` (client-named targets), not both');
   }
   if (options.service !== undefined) {
     const problem = serviceNameProblem(options.service);
@@ -173,9 +174,13 @@ export class GatewayCore {
     return connectService(service, { rundir: this.options.rundir, allowHalfOpen: true });
   }
 
-  /** Switches `client` with a socket already connected to `service`. */
-  bridge(info: ConnectionInfo, service: string, client: Endpoint, upstream: net.Socket): Switch {
-    const serviceEndpoint = new SocketEndpoint('service', upstream, this.options.maxPayload);
+  /** Wraps a connected service socket as the service endpoint of a switch. */
+  serviceEndpoint(upstream: net.Socket): SocketEndpoint {
+    return new SocketEndpoint('service', upstream, this.options.maxPayload);
+  }
+
+  /** Switches `client` with `serviceEndpoint` (connected to `service`), logging its end. */
+  bridge(info: ConnectionInfo, service: string, client: Endpoint, serviceEndpoint: Endpoint): Switch {
     const logger = this.logger;
     const sw = new Switch(client, serviceEndpoint, {
       halfCloseTimeout: this.options.halfCloseTimeout,

@@ -6,10 +6,13 @@ import { GatewayCore, type ConnectionInfo, type GatewayOptions } from './gateway
 import { serveByteClient } from './byte-client.js';
 import { bindAll, closeAll, remoteOf } from './listeners.js';
 import type { ListenAddress } from './listen.js';
+import { OutboundService, type OutboundOptions } from './outbound.js';
 
 export interface TcpGatewayOptions extends GatewayOptions {
-  /** Where to listen (port 0 picks a free port). */
+  /** Where to listen (port 0 picks a free port); empty for an outbound-only gateway. */
   listen: readonly ListenAddress[];
+  /** Also serve the outbound Unix service(s) ipcd uses to reach remote gateways. */
+  outbound?: OutboundOptions;
   /** listen() backlog (default 511). */
   backlog?: number;
 }
@@ -19,10 +22,13 @@ export class TcpGateway {
   readonly core: GatewayCore;
   protected readonly options: TcpGatewayOptions;
   private servers: net.Server[] = [];
+  /** The outbound Unix service, when asked for. */
+  readonly outbound: OutboundService | null;
 
   constructor(options: TcpGatewayOptions) {
     this.core = new GatewayCore(options);
     this.options = options;
+    this.outbound = options.outbound ? new OutboundService(this.core, options.outbound) : null;
   }
 
   /** Bound addresses, once listening. */
@@ -62,17 +68,24 @@ export class TcpGateway {
       () => net.createServer({ allowHalfOpen: true, noDelay: true }, onConnection),
       { backlog: this.options.backlog ?? 511, logger: core.logger, transport: this.transport },
     );
+    try {
+      await this.outbound?.start();
+    } catch (err) {
+      await closeAll(this.servers);
+      throw err;
+    }
     return this.addresses;
   }
 
   /** Stops accepting, lets open connections finish within drainTimeout. */
   async close(): Promise<void> {
-    await Promise.all([closeAll(this.servers), this.core.close()]);
+    await Promise.all([closeAll(this.servers), this.outbound?.close(), this.core.close()]);
   }
 
   /** Closes every listener and connection now. */
   destroy(): void {
     for (const s of this.servers) s.close();
+    void this.outbound?.close();
     this.core.destroy();
   }
 }

@@ -36,8 +36,8 @@ export class WebSocketEndpoint extends Endpoint {
   /**
    * @param text send replies as text messages (valid UTF-8 only; others go as binary).
    */
-  constructor(ws: WebSocket, socket: net.Socket, maxPayload: number, text: boolean, peer: string | undefined) {
-    super('client');
+  constructor(ws: WebSocket, socket: net.Socket, maxPayload: number, text: boolean, peer: string | undefined, role = 'client') {
+    super(role);
     this.ws = ws;
     this.socket = socket;
     this.decoder = new FrameDecoder(maxPayload);
@@ -92,13 +92,13 @@ export class WebSocketEndpoint extends Endpoint {
     this.ws.resume();
   }
 
-  /** The service ended cleanly: say so with 1001 (going away). */
+  /** The other side ended cleanly: say so with 1001 (going away). */
   endOutput(): void {
-    this.closeWith(CloseCode.GOING_AWAY, 'service closed');
+    this.closeWith(CloseCode.GOING_AWAY, this.role === 'client' ? 'service closed' : 'peer closed');
   }
 
   destroy(err?: Error): void {
-    if (err === undefined) this.closeWith(CloseCode.GOING_AWAY, 'service closed');
+    if (err === undefined) this.closeWith(CloseCode.GOING_AWAY, this.role === 'client' ? 'service closed' : 'peer closed');
     else if (err instanceof IpcError && err.code === ErrorCode.PAYLOAD_TOO_LARGE) this.closeWith(CloseCode.MESSAGE_TOO_BIG, 'message too big');
     else if (err instanceof IpcError && err.code === ErrorCode.SHUTDOWN) this.closeWith(CloseCode.GOING_AWAY, 'gateway shutting down');
     else this.closeWith(CloseCode.INTERNAL_ERROR, 'service failed');

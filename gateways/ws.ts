@@ -196,7 +196,7 @@ export class WsGateway extends TcpGateway {
     const client = new WebSocketEndpoint(ws, socket, options.maxPayload, this.wsOptions.text === true, info.peer);
     this.alive.set(ws, true);
     ws.on('pong', () => this.alive.set(ws, true));
-    this.core.bridge(info, service, client, upstream);
+    this.core.bridge(info, service, client, this.core.serviceEndpoint(upstream));
   }
 
   /** One timer for every connection (per-socket timers cost ~10 % CPU: PERFORMANCE.md). */

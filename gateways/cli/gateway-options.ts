@@ -4,7 +4,9 @@
  */
 import type { Command } from 'commander';
 import type { GatewayOptions } from '../gateway.js';
-import { integer, list } from './common.js';
+import { collect, integer, list } from './common.js';
+import { parseListenAddress, type ListenAddress } from '../listen.js';
+import type { OutboundOptions } from '../outbound.js';
 
 export interface GatewayCliOptions {
   service?: string;
@@ -16,10 +18,27 @@ export interface GatewayCliOptions {
   drainTimeout?: number;
   halfCloseTimeout?: number;
   logLevel?: string;
+  listen?: string[];
+  name?: string[];
+  outbound: boolean;
+  outboundOnly?: boolean;
+  outboundCa?: string;
 }
 
-export function addGatewayOptions(command: Command): Command {
+/**
+ * Adds the shared options. `outboundNames` are the default Unix service names of the
+ * outbound side (tcpd: tcp; tlsd: tls; wsd: ws,wss), overridable with --name or
+ * IPC_SERVICE_NAME as in the original.
+ */
+export function addGatewayOptions(command: Command, outboundNames: readonly string[]): Command {
+  const defaultNames = process.env['IPC_SERVICE_NAME'] ? [process.env['IPC_SERVICE_NAME']] : [...outboundNames];
   return command
+    .option('--listen <address...>', 'PORT, HOST:PORT or [V6]:PORT; repeatable (default $ADDRESS)', collect)
+    .option('--name <names>', `outbound Unix service name(s) (default $IPC_SERVICE_NAME or ${outboundNames.join(',')})`, list)
+    .option('--no-outbound', 'do not serve the outbound Unix service')
+    .option('--outbound-only', 'serve only the outbound Unix service (no --listen)')
+    .option('--outbound-ca <file>', 'CA bundle to verify remote TLS gateways (default: system CAs)')
+    .addHelpText('after', `\nOutbound names by default: ${defaultNames.join(', ')}`)
     .option('--service <name>', 'fixed target: every client reaches this service')
     .option('--allow <names>', "client-named targets: comma-separated names, or '*' for any valid name", list)
     .option('--rundir <dir>', 'run directory (default $RUNDIR or /tmp/.libipc-run/)')
@@ -29,6 +48,31 @@ export function addGatewayOptions(command: Command): Command {
     .option('--drain-timeout <ms>', 'on SIGTERM, time open connections get to finish (default 10000)', integer)
     .option('--half-close-timeout <ms>', 'time the other direction gets after a half-close (default 5000)', integer)
     .option('--log-level <level>', 'pino level: trace, debug, info, warn, error, silent (default info)');
+}
+
+/**
+ * Listen addresses, and the outbound service, from the options.
+ * @throws TypeError for a missing or contradictory choice.
+ */
+export function endpointsFrom(
+  opts: GatewayCliOptions,
+  outboundNames: readonly string[],
+): { listen: ListenAddress[]; outbound?: OutboundOptions } {
+  const listenTexts = opts.listen ?? (process.env['ADDRESS'] ? [process.env['ADDRESS']] : []);
+  if (opts.outboundOnly) {
+    if (opts.listen?.length) throw new TypeError('--outbound-only and --listen exclude each other');
+    if (!opts.outbound) throw new TypeError('--outbound-only and --no-outbound exclude each other');
+  } else {
+    if (listenTexts.length === 0) throw new TypeError('give --listen (or set ADDRESS), or --outbound-only');
+    if (opts.service === undefined && !opts.allow?.length) throw new TypeError('give --service NAME or --allow NAMES');
+  }
+  const names = opts.name ?? (process.env['IPC_SERVICE_NAME'] ? [process.env['IPC_SERVICE_NAME']] : [...outboundNames]);
+  return {
+    listen: opts.outboundOnly ? [] : listenTexts.map(parseListenAddress),
+    ...(opts.outbound
+      ? { outbound: { names, schemes: outboundNames, ...(opts.outboundCa ? { ca: opts.outboundCa } : {}) } }
+      : {}),
+  };
 }
 
 export function gatewayOptionsFrom(opts: GatewayCliOptions, rundir: string): GatewayOptions {

@@ -1,33 +1,27 @@
 #!/usr/bin/env node
 /**
- * tcpd: TCP clients to local libipc services.
+ * tcpd: TCP clients to local libipc services, and (outbound) local clients to remote
+ * gateways through the Unix service `tcp`.
  *   tcpd --listen 8998 --service pong          every client reaches $RUNDIR/pong
  *   tcpd --listen 8998 --allow pong,auth       the client names the service (raw name, raw ok)
  */
 import { Command } from 'commander';
 import { TcpGateway } from '../tcp.js';
-import { parseListenAddress } from '../listen.js';
 import { resolveRundir } from '../../src/rundir.js';
-import { addGatewayOptions, gatewayOptionsFrom, type GatewayCliOptions } from './gateway-options.js';
-import { collect, daemonLogger, fail, stopOnSignals } from './common.js';
+import { addGatewayOptions, endpointsFrom, gatewayOptionsFrom, type GatewayCliOptions } from './gateway-options.js';
+import { daemonLogger, fail, stopOnSignals } from './common.js';
 
+const OUTBOUND = ['tcp'];
 const program = addGatewayOptions(
-  new Command('tcpd')
-    .description('libipc TCP gateway: TCP clients to local libipc services')
-    .option('--listen <address...>', 'PORT, HOST:PORT or [V6]:PORT; repeatable (default $ADDRESS)', collect),
+  new Command('tcpd').description('libipc TCP gateway: TCP clients to local libipc services'),
+  OUTBOUND,
 ).parse();
-const opts = program.opts<GatewayCliOptions & { listen?: string[] }>();
+const opts = program.opts<GatewayCliOptions>();
 const logger = daemonLogger('tcpd', opts.logLevel);
 
 let gateway: TcpGateway;
 try {
-  const listenTexts = opts.listen ?? (process.env['ADDRESS'] ? [process.env['ADDRESS']] : []);
-  if (listenTexts.length === 0) throw new TypeError('give --listen (or set ADDRESS)');
-  gateway = new TcpGateway({
-    ...gatewayOptionsFrom(opts, resolveRundir()),
-    listen: listenTexts.map(parseListenAddress),
-    logger,
-  });
+  gateway = new TcpGateway({ ...gatewayOptionsFrom(opts, resolveRundir()), ...endpointsFrom(opts, OUTBOUND), logger });
   await gateway.listen();
 } catch (err) {
   fail(logger, err, 'tcpd: cannot start');

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * tlsd: TLS clients to local libipc services (TLS termination).
+ * tlsd: TLS clients to local libipc services (TLS termination), and (outbound) local
+ * clients to remote TLS gateways through the Unix service `tls`.
  *   tlsd --listen 8999 --cert certs/server.pem --key certs/server-key.pem --service pong
  *   tlsd ... --allow pong,auth                    the client names the service inside TLS
  *   tlsd ... --ca certs/ca.pem --require-client-cert [--allow-cn NAMES] [--allow-san NAMES]
@@ -8,32 +9,26 @@
  */
 import { Command } from 'commander';
 import { TlsGateway } from '../tls.js';
-import { parseListenAddress } from '../listen.js';
 import { resolveRundir } from '../../src/rundir.js';
-import { addGatewayOptions, gatewayOptionsFrom, type GatewayCliOptions } from './gateway-options.js';
+import { addGatewayOptions, endpointsFrom, gatewayOptionsFrom, type GatewayCliOptions } from './gateway-options.js';
 import { addTlsOptions, tlsSettingsFrom, type TlsCliOptions } from './tls-options.js';
-import { collect, daemonLogger, fail, stopOnSignals } from './common.js';
+import { daemonLogger, fail, stopOnSignals } from './common.js';
 
+const OUTBOUND = ['tls'];
 const program = addTlsOptions(
-  addGatewayOptions(
-    new Command('tlsd')
-      .description('libipc TLS gateway: TLS clients to local libipc services')
-      .option('--listen <address...>', 'PORT, HOST:PORT or [V6]:PORT; repeatable (default $ADDRESS)', collect),
-  ),
+  addGatewayOptions(new Command('tlsd').description('libipc TLS gateway: TLS clients to local libipc services'), OUTBOUND),
   true,
 ).parse();
-const opts = program.opts<GatewayCliOptions & TlsCliOptions & { listen?: string[] }>();
+const opts = program.opts<GatewayCliOptions & TlsCliOptions>();
 const logger = daemonLogger('tlsd', opts.logLevel);
 
 let gateway: TlsGateway;
 try {
-  const listenTexts = opts.listen ?? (process.env['ADDRESS'] ? [process.env['ADDRESS']] : []);
-  if (listenTexts.length === 0) throw new TypeError('give --listen (or set ADDRESS)');
   const tls = tlsSettingsFrom(opts);
   if (!tls) throw new TypeError('give --cert and --key');
   gateway = new TlsGateway({
     ...gatewayOptionsFrom(opts, resolveRundir()),
-    listen: listenTexts.map(parseListenAddress),
+    ...endpointsFrom(opts, OUTBOUND),
     tls,
     watchCerts: opts.watchCerts === true,
     logger,

@@ -1,0 +1,236 @@
+/**
+ * The outbound side of a gateway (PROTOCOL.md §4): a local Unix service (`tcp`, `tls`,
+ * `ws`/`wss`) that takes one framed URI, connects to the remote gateway, performs the
+ * remote handshake, answers the framed `ok`, and switches the two. ipcd uses it to reach
+ * remote services on behalf of unmodified libipc clients.
+ *
+ * Remote handshakes: tcp/tls write the URI path raw and require exactly raw `ok` back
+ * (bytes after it are kept); ws/wss open `ws(s)://host:port/path`. tls/wss verify the
+ * remote certificate (system CAs or `ca`) and send SNI for host names.
+ * Every failure (malformed URI, no path, bad port, unreachable remote, remote refusal,
+ * timeout) closes the local connection without a byte, promptly, and is logged.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { WebSocket } from 'ws';
+import { FrameDecoder, encodeFrame } from '../src/frame.js';
+import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
+import { parseTarget, type Target } from '../src/network.js';
+import { serveService, type ServiceServer } from '../src/service.js';
+import { SocketEndpoint, type Endpoint } from '../src/switch.js';
+import type { GatewayCore, ConnectionInfo } from './gateway.js';
+import { WebSocketEndpoint } from './ws-endpoint.js';
+
+const OK = Buffer.from('ok');
+/** The framed `ok` answered to the local client (000000026f6b). */
+const FRAMED_OK = encodeFrame(OK);
+/** Longest URI frame accepted from a local client. */
+const MAX_URI_LENGTH = 4096;
+
+export interface OutboundOptions {
+  /** Unix service names to serve (e.g. ['tcp'], or ['ws', 'wss']). */
+  names: readonly string[];
+  /** URI schemes accepted (each name usually is its scheme). */
+  schemes: readonly string[];
+  /** CA bundle to verify remote TLS gateways (default: the system's). */
+  ca?: string;
+}
+
+type RemoteTarget = Extract<Target, { host: string }>;
+
+/** Serves the outbound Unix services of one gateway. */
+export class OutboundService {
+  private readonly core: GatewayCore;
+  private readonly options: OutboundOptions;
+  private readonly ca: Buffer | undefined;
+  private servers: ServiceServer[] = [];
+
+  constructor(core: GatewayCore, options: OutboundOptions) {
+    this.core = core;
+    this.options = options;
+    this.ca = options.ca ? readFileSync(options.ca) : undefined;
+  }
+
+  /** Starts serving every name. @throws IpcError as serveService (name in use...). */
+  async start(): Promise<void> {
+    for (const name of this.options.names) {
+      const served = await serveService(name, {
+        rundir: this.core.options.rundir,
+        allowHalfOpen: true,
+        onConnection: (socket) => this.onLocalClient(socket, name),
+      });
+      this.servers.push(served);
+      this.core.logger.info({ service: name, path: served.path, transport: 'unix', role: 'outbound' }, 'listening');
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.servers.map((s) => s.close()));
+  }
+
+  private onLocalClient(local: net.Socket, name: string): void {
+    local.on('error', noop);
+    const core = this.core;
+    const info = core.admit(`unix:${name}`);
+    if (info === null) {
+      local.destroy();
+      return;
+    }
+    let settled = false;
+    let remote: { destroy(): void } | null = null;
+    const decoder = new FrameDecoder(MAX_URI_LENGTH);
+    const untrack = core.track({ close: (reason, err) => refuse(err ?? ipcError(ErrorCode.SHUTDOWN, reason)) });
+    const timer = setTimeout(
+      () => refuse(ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `outbound handshake not done within ${core.options.handshakeTimeout} ms`)),
+      core.options.handshakeTimeout,
+    );
+
+    const settle = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      untrack();
+      local.off('data', onUri);
+      local.off('end', onEnd);
+      return true;
+    };
+    const refuse = (err: Error, extra: Record<string, unknown> = {}): void => {
+      if (!settle()) return;
+      remote?.destroy();
+      local.destroy();
+      core.refuse(info, err, extra);
+    };
+    const onEnd = () => refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'local client closed before sending a URI'));
+    const onUri = (chunk: Buffer) => {
+      let frames: Buffer[];
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        refuse(err as Error);
+        return;
+      }
+      const uriFrame = frames[0];
+      if (uriFrame === undefined) return;
+      local.off('data', onUri);
+      local.pause();
+      const uri = uriFrame.toString('latin1');
+      let target: RemoteTarget;
+      try {
+        const parsed = parseTarget(uri);
+        if (!('host' in parsed) || !this.options.schemes.includes(parsed.scheme)) {
+          throw ipcError(ErrorCode.INVALID_URI, `scheme '${parsed.scheme}' is not served here (${this.options.schemes.join(', ')})`);
+        }
+        target = parsed;
+      } catch (err) {
+        refuse(err as Error, { uri });
+        return;
+      }
+      // The handshake timer above bounds the dial too: refuse() destroys the attempt.
+      const attempt = this.dial(target);
+      remote = attempt;
+      attempt.ready.then(
+        (endpoint) => {
+          if (!settle()) {
+            endpoint.destroy();
+            return;
+          }
+          local.write(FRAMED_OK);
+          const client = new SocketEndpoint('client', local, core.options.maxPayload);
+          const connInfo: ConnectionInfo = { ...info, uri, remote: `${target.host}:${target.port}` };
+          core.bridge(connInfo, target.path, client, endpoint);
+        },
+        (err: Error) => refuse(err, { uri }),
+      );
+    };
+    local.on('data', onUri);
+    local.on('end', onEnd);
+  }
+
+  /** Connects to a remote gateway and performs its handshake. */
+  private dial(target: RemoteTarget): { ready: Promise<Endpoint>; destroy(): void } {
+    if (target.scheme === 'ws' || target.scheme === 'wss') return this.dialWebSocket(target);
+    return this.dialStream(target);
+  }
+
+  private dialStream(target: RemoteTarget): { ready: Promise<Endpoint>; destroy(): void } {
+    const secure = target.scheme === 'tls';
+    const socket: net.Socket = secure
+      ? tls.connect({
+          host: target.host,
+          port: target.port,
+          // SNI is for host names only (RFC 6066 §3).
+          ...(net.isIP(target.host) === 0 ? { servername: target.host } : {}),
+          ...(this.ca ? { ca: this.ca } : {}),
+        })
+      : net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    socket.on('error', noop);
+    const maxPayload = this.core.options.maxPayload;
+    const ready = new Promise<Endpoint>((resolve, reject) => {
+      let answer = Buffer.alloc(0);
+      const fail = (err: Error) => {
+        cleanup();
+        socket.destroy();
+        reject(err);
+      };
+      const onError = (err: Error) =>
+        fail(ipcError(ErrorCode.SERVICE_UNAVAILABLE, `remote ${target.host}:${target.port} failed: ${err.message}`, err));
+      const onEnd = () => fail(ipcError(ErrorCode.HANDSHAKE_REFUSED, `remote gateway refused service '${target.path}' (closed without ok)`));
+      const onData = (chunk: Buffer) => {
+        answer = Buffer.concat([answer, chunk]);
+        if (answer.length < OK.length) return;
+        if (!answer.subarray(0, OK.length).equals(OK)) {
+          fail(ipcError(ErrorCode.HANDSHAKE_REFUSED, `remote gateway answered ${JSON.stringify(answer.toString('latin1').slice(0, 40))} instead of ok`));
+          return;
+        }
+        cleanup();
+        socket.pause();
+        // Frames the remote sent right after its ok belong to the switch.
+        if (answer.length > OK.length) socket.unshift(answer.subarray(OK.length));
+        resolve(new SocketEndpoint('service', socket, maxPayload));
+      };
+      const onConnected = () => socket.write(target.path);
+      const cleanup = () => {
+        socket.off('error', onError);
+        socket.off('end', onEnd);
+        socket.off('data', onData);
+      };
+      socket.on('error', onError);
+      socket.on('end', onEnd);
+      socket.on('data', onData);
+      socket.once(secure ? 'secureConnect' : 'connect', onConnected);
+    });
+    return { ready, destroy: () => socket.destroy() };
+  }
+
+  private dialWebSocket(target: RemoteTarget): { ready: Promise<Endpoint>; destroy(): void } {
+    const host = net.isIPv6(target.host) ? `[${target.host}]` : target.host;
+    const url = `${target.scheme}://${host}:${target.port}/${encodeURIComponent(target.path)}`;
+    const ws = new WebSocket(url, {
+      maxPayload: this.core.options.maxPayload,
+      ...(this.ca ? { ca: this.ca } : {}),
+      ...(net.isIP(target.host) === 0 ? { servername: target.host } : {}),
+    });
+    const maxPayload = this.core.options.maxPayload;
+    const ready = new Promise<Endpoint>((resolve, reject) => {
+      let socket: net.Socket | null = null;
+      ws.once('upgrade', (res) => {
+        socket = res.socket as net.Socket;
+      });
+      ws.once('unexpected-response', (_req, res) => {
+        ws.terminate();
+        reject(ipcError(ErrorCode.HANDSHAKE_REFUSED, `remote WebSocket gateway answered HTTP ${res.statusCode} for '${target.path}'`));
+      });
+      ws.once('error', (err) => {
+        reject(new IpcError(ErrorCode.SERVICE_UNAVAILABLE, `remote ${url} failed: ${err.message}`, { cause: err }));
+      });
+      ws.once('open', () => {
+        ws.removeAllListeners('error');
+        resolve(new WebSocketEndpoint(ws, socket!, maxPayload, false, url, 'service'));
+      });
+    });
+    return { ready, destroy: () => ws.terminate() };
+  }
+}
+
+function noop(): void {}
