@@ -1,9 +1,13 @@
 /**
- * Connecting to a service: directly at `$RUNDIR/<name>`.
+ * Connecting to a service: directly at `$RUNDIR/<name>`, or through ipcd when
+ * IPC_NETWORK routes it (PROTOCOL.md §4), as libipc's `connect_ipc` does.
  */
 import net from 'node:net';
-import { ErrorCode, ipcError } from './errors.js';
+import { ErrorCode, IpcError, ipcError } from './errors.js';
 import { resolveRundir, servicePath } from './rundir.js';
+import { encodeFrame } from './frame.js';
+import { formatLookup } from './network.js';
+import { closeFd, connectUnix, receiveFd, socketFromFd, writeAll } from './fdpass.js';
 
 export interface ConnectOptions {
   /** Run directory (default `$RUNDIR` or `/tmp/.libipc-run/`). */
@@ -38,4 +42,57 @@ export function connectService(name: string, options: ConnectOptions = {}): Prom
       resolve(socket);
     });
   });
+}
+
+export interface ConnectIpcOptions extends ConnectOptions {
+  /** Routes (default `IPC_NETWORK` from the environment; unset means connect directly). */
+  network?: string | undefined;
+  /** Time ipcd has to answer the lookup, ms (default 5000). */
+  lookupTimeout?: number;
+}
+
+/**
+ * Connects to the service `name` the way libipc clients do: when IPC_NETWORK is set, ask
+ * ipcd (`$RUNDIR/ipc`) with one frame `<name>;<IPC_NETWORK>` and use the descriptor it
+ * passes back with `ok`; when it is unset, connect `$RUNDIR/<name>` directly.
+ * The lookup socket is created outside Node's event loop so that Node never reads the
+ * reply (reading it would drop the descriptor: PROTOCOL.md §4a).
+ * @throws IpcError `IPC_ERR_SERVICE_UNAVAILABLE` (no ipcd at `$RUNDIR/ipc`, or the
+ *   service itself), `IPC_ERR_NO_ROUTE` (ipcd closed the lookup: no route, or the route
+ *   failed; ipcd's log says which), `IPC_ERR_FD_PASSING`.
+ */
+export async function connectIpc(name: string, options: ConnectIpcOptions = {}): Promise<net.Socket> {
+  const network = 'network' in options ? options.network : process.env['IPC_NETWORK'];
+  if (network === undefined) return connectService(name, options);
+  const rundir = options.rundir ?? resolveRundir();
+  const ipcPath = servicePath('ipc', rundir);
+  let lookupFd: number;
+  try {
+    lookupFd = connectUnix(ipcPath);
+  } catch (err) {
+    throw ipcError(
+      ErrorCode.SERVICE_UNAVAILABLE,
+      `IPC_NETWORK is set but ipcd is not available at ${ipcPath} (${(err as Error).message})`,
+      err,
+    );
+  }
+  try {
+    writeAll(lookupFd, encodeFrame(formatLookup(name, network)));
+    let reply;
+    try {
+      reply = await receiveFd(lookupFd, options.lookupTimeout ?? 5000);
+    } catch (err) {
+      if (err instanceof IpcError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'EOF') {
+        throw ipcError(ErrorCode.NO_ROUTE, `ipcd at ${ipcPath} refused the lookup of '${name}' (no route, or the route failed: see ipcd's log)`, err);
+      }
+      throw err;
+    }
+    if (reply.fd === null || reply.data.toString('latin1') !== 'ok') {
+      if (reply.fd !== null) closeFd(reply.fd);
+      throw ipcError(ErrorCode.FD_PASSING, `ipcd answered ${JSON.stringify(reply.data.toString('latin1'))} without a descriptor`);
+    }
+    return socketFromFd(reply.fd, { allowHalfOpen: options.allowHalfOpen ?? false });
+  } finally {
+    closeFd(lookupFd);
+  }
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
- * pong: sends one message to a service, prints the echo, exits 0.
+ * pong: sends one message to a service, prints the echo, exits 0. With IPC_NETWORK set
+ * it reaches the service through ipcd, as libipc clients do.
  *   pong [--service pong] [message]      (default message: "bounce me", as the original)
  */
 import { Command } from 'commander';
-import { connectService } from '../../src/client.js';
+import { connectIpc } from '../../src/client.js';
 import { encodeFrame, FrameDecoder } from '../../src/frame.js';
 import { resolveRundir } from '../../src/rundir.js';
 
@@ -25,7 +26,7 @@ function die(text: string): never {
 
 let socket;
 try {
-  socket = await connectService(opts.service, { rundir: opts.rundir ?? resolveRundir() });
+  socket = await connectIpc(opts.service, { rundir: opts.rundir ?? resolveRundir() });
 } catch (err) {
   die((err as Error).message);
 }
