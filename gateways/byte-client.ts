@@ -12,6 +12,7 @@
 import type net from 'node:net';
 import { ErrorCode, ipcError } from '../src/errors.js';
 import { SocketEndpoint } from '../src/switch.js';
+import { DirectReader } from '../src/direct-read.js';
 import type { ConnectionInfo, GatewayCore } from './gateway.js';
 
 const OK = Buffer.from('ok');
@@ -81,7 +82,8 @@ export function serveByteClient(core: GatewayCore, socket: net.Socket, info: Con
   }
 
   function connect(service: string, answerOk: boolean): void {
-    core.connectTarget(service).then(
+    const reader = options.directRead ? new DirectReader() : undefined;
+    core.connectTarget(service, reader).then(
       (connected) => {
         upstream = connected;
         if (settled) {
@@ -91,7 +93,7 @@ export function serveByteClient(core: GatewayCore, socket: net.Socket, info: Con
         if (answerOk) socket.write(OK);
         finishHandshake();
         const client = new SocketEndpoint('client', socket, options.maxPayload);
-        core.bridge({ ...info }, service, client, core.serviceEndpoint(connected));
+        core.bridge({ ...info }, service, client, core.serviceEndpoint(connected, reader));
       },
       (err: Error) => refuse(err, { service }),
     );

@@ -10,6 +10,7 @@ import { DEFAULT_MAX_PAYLOAD } from '../src/frame.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
 import { MAX_SERVICE_NAME_LENGTH, resolveRundir, serviceNameProblem } from '../src/rundir.js';
 import { SocketEndpoint, Switch, type Endpoint, type SwitchSummary } from '../src/switch.js';
+import type { DirectReader } from '../src/direct-read.js';
 import { silentLogger, type Logger } from '../src/log.js';
 
 /** Options every gateway takes; CLI flags map one to one (kebab-case). */
@@ -32,6 +33,8 @@ export interface GatewayOptions {
   drainTimeout?: number;
   /** Time the other direction gets after one side half-closed, ms (default 5000). */
   halfCloseTimeout?: number;
+  /** Read service sockets into a shared buffer (net `onread`; default true). */
+  directRead?: boolean;
   logger?: Logger;
 }
 
@@ -46,6 +49,7 @@ export interface ResolvedGatewayOptions {
   maxNameLength: number;
   drainTimeout: number;
   halfCloseTimeout: number;
+  directRead: boolean;
   logger: Logger;
 }
 
@@ -70,6 +74,7 @@ export function resolveGatewayOptions(options: GatewayOptions): ResolvedGatewayO
     maxNameLength: options.maxNameLength ?? MAX_SERVICE_NAME_LENGTH,
     drainTimeout: options.drainTimeout ?? 10_000,
     halfCloseTimeout: options.halfCloseTimeout ?? 5000,
+    directRead: options.directRead ?? true,
     logger: options.logger ?? silentLogger,
   };
 }
@@ -169,14 +174,21 @@ export class GatewayCore {
     return () => this.untrack(handle);
   }
 
-  /** Connects to `service` and resolves the socket; rejects with a coded error. */
-  connectTarget(service: string): Promise<net.Socket> {
-    return connectService(service, { rundir: this.options.rundir, allowHalfOpen: true });
+  /**
+   * Connects to `service` and resolves the socket; rejects with a coded error. With a
+   * `reader`, the socket reads through it (for byte-stream clients: see DirectReader).
+   */
+  connectTarget(service: string, reader?: DirectReader): Promise<net.Socket> {
+    return connectService(service, {
+      rundir: this.options.rundir,
+      allowHalfOpen: true,
+      ...(reader ? { onread: reader.onread } : {}),
+    });
   }
 
   /** Wraps a connected service socket as the service endpoint of a switch. */
-  serviceEndpoint(upstream: net.Socket): SocketEndpoint {
-    return new SocketEndpoint('service', upstream, this.options.maxPayload);
+  serviceEndpoint(upstream: net.Socket, reader?: DirectReader): SocketEndpoint {
+    return new SocketEndpoint('service', upstream, this.options.maxPayload, reader ?? null);
   }
 
   /** Switches `client` with `serviceEndpoint` (connected to `service`), logging its end. */

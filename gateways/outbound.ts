@@ -14,7 +14,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { WebSocket } from 'ws';
-import { FrameDecoder, encodeFrame } from '../src/frame.js';
+import { HEADER_SIZE, encodeFrame } from '../src/frame.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
 import { parseTarget, type Target } from '../src/network.js';
 import { serveService, type ServiceServer } from '../src/service.js';
@@ -79,7 +79,6 @@ export class OutboundService {
     }
     let settled = false;
     let remote: { destroy(): void } | null = null;
-    const decoder = new FrameDecoder(MAX_URI_LENGTH);
     const untrack = core.track({ close: (reason, err) => refuse(err ?? ipcError(ErrorCode.SHUTDOWN, reason)) });
     const timer = setTimeout(
       () => refuse(ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `outbound handshake not done within ${core.options.handshakeTimeout} ms`)),
@@ -102,18 +101,22 @@ export class OutboundService {
       core.refuse(info, err, extra);
     };
     const onEnd = () => refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'local client closed before sending a URI'));
+    let received: Buffer = Buffer.alloc(0);
     const onUri = (chunk: Buffer) => {
-      let frames: Buffer[];
-      try {
-        frames = decoder.push(chunk);
-      } catch (err) {
-        refuse(err as Error);
+      received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
+      if (received.length < HEADER_SIZE) return;
+      const length = received.readUInt32BE(0);
+      if (length > MAX_URI_LENGTH) {
+        refuse(ipcError(ErrorCode.PAYLOAD_TOO_LARGE, `URI frame of ${length} bytes (at most ${MAX_URI_LENGTH})`));
         return;
       }
-      const uriFrame = frames[0];
-      if (uriFrame === undefined) return;
+      if (received.length < HEADER_SIZE + length) return;
+      const uriFrame = received.subarray(HEADER_SIZE, HEADER_SIZE + length);
+      // Frames sent together with the URI are the client's first messages: keep them.
+      const rest = received.subarray(HEADER_SIZE + length);
       local.off('data', onUri);
       local.pause();
+      if (rest.length > 0) local.unshift(rest);
       const uri = uriFrame.toString('latin1');
       let target: RemoteTarget;
       try {

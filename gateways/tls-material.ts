@@ -39,8 +39,11 @@ export interface MaterialInfo {
   fingerprint256: string;
 }
 
-/** Reads and checks the files; throws an Error saying which check failed. */
-export function loadSecureContext(settings: TlsServerSettings): { context: tls.SecureContext; info: MaterialInfo } {
+/**
+ * Reads and checks the files; throws an Error saying which check failed. Returns the
+ * options for a secure context (checked by building one) and facts for logs.
+ */
+export function loadTlsFiles(settings: TlsServerSettings): { options: tls.SecureContextOptions; info: MaterialInfo } {
   const certPem = readFileSync(settings.cert);
   const keyPem = readFileSync(settings.key);
   const caPem = settings.ca ? readFileSync(settings.ca) : undefined;
@@ -52,14 +55,15 @@ export function loadSecureContext(settings: TlsServerSettings): { context: tls.S
     throw new Error(`key ${settings.key} does not match certificate ${settings.cert}`);
   }
   if (caPem) new X509Certificate(caPem); // parse check: a truncated CA file is refused here
-  const context = tls.createSecureContext({
+  const options: tls.SecureContextOptions = {
     cert: certPem,
     key: keyPem,
     ...(caPem ? { ca: caPem } : {}),
     minVersion: settings.minVersion ?? 'TLSv1.2',
-  });
+  };
+  tls.createSecureContext(options); // throws on material OpenSSL refuses
   return {
-    context,
+    options,
     info: { subject: leaf.subject, issuer: leaf.issuer, validTo: leaf.validTo, fingerprint256: leaf.fingerprint256 },
   };
 }
@@ -86,12 +90,18 @@ export function clientIdentity(socket: tls.TLSSocket): ClientIdentity | undefine
   };
 }
 
-/** Why `identity` is not allowed by the CN/SAN allow-lists, or null when it is. */
+/**
+ * Why a client with `identity` may not connect, or null when it may: with
+ * --require-client-cert or an allow-list, a certificate that chains to --ca is required;
+ * with allow-lists, its CN or one SAN must be listed.
+ */
 export function identityProblem(identity: ClientIdentity | undefined, settings: TlsServerSettings): string | null {
   const { allowCn, allowSan } = settings;
-  if (!allowCn?.length && !allowSan?.length) return null;
+  const restricts = !!allowCn?.length || !!allowSan?.length;
+  if (!settings.requireClientCert && !restricts) return null;
   if (!identity) return 'no client certificate';
   if (!identity.authorized) return `client certificate not trusted (${identity.authorizationError ?? 'unverified'})`;
+  if (!restricts) return null;
   if (allowCn?.length && identity.cn !== undefined && allowCn.includes(identity.cn)) return null;
   if (allowSan?.length && identity.san) {
     for (const entry of identity.san) {
@@ -103,38 +113,47 @@ export function identityProblem(identity: ClientIdentity | undefined, settings: 
 }
 
 /**
- * The current secure context, replaced by {@link reload} (SIGHUP) or by file changes when
- * watching. Listeners read {@link context} at each new handshake.
+ * The TLS server side of a gateway: a `tls.Server` that never listens; accepted sockets
+ * are injected with `emit('connection')` (documented for tls.Server) so that Node's own
+ * handshake handling computes the client certificate verdict (`authorized`,
+ * `authorizationError`). Its secure context is replaced by {@link reload} (SIGHUP) or by
+ * file changes when watching; only new handshakes see the new material.
  */
 export class TlsMaterial {
   readonly settings: TlsServerSettings;
-  private current: tls.SecureContext;
+  readonly server: tls.Server;
   private readonly logger: Logger;
   private watchers: FSWatcher[] = [];
   private reloadTimer: NodeJS.Timeout | null = null;
 
-  /** Loads the files now. @throws Error when they fail a check (the daemon cannot start). */
-  constructor(settings: TlsServerSettings, logger: Logger) {
+  /**
+   * Loads the files now. @throws Error when they fail a check (the daemon cannot start).
+   * @param handshakeTimeout bound of Node's own TLS handshake timer (ms); gateways keep a
+   *   tighter deadline of their own.
+   */
+  constructor(settings: TlsServerSettings, logger: Logger, handshakeTimeout = 120_000) {
     const restricts = !!settings.allowCn?.length || !!settings.allowSan?.length;
     if ((settings.requireClientCert || restricts) && !settings.ca) {
       throw new Error('client certificate checks (--require-client-cert, --allow-cn, --allow-san) need --ca');
     }
     this.settings = settings;
     this.logger = logger;
-    const { context, info } = loadSecureContext(settings);
-    this.current = context;
+    const { options, info } = loadTlsFiles(settings);
+    this.server = tls.createServer({
+      ...options,
+      requestCert: settings.requireClientCert === true || restricts,
+      // The verdict is applied by the gateway, which logs why it refuses a client.
+      rejectUnauthorized: false,
+      handshakeTimeout,
+    });
     logger.info({ certificate: info }, 'tls material loaded');
-  }
-
-  get context(): tls.SecureContext {
-    return this.current;
   }
 
   /** Loads the files again; keeps the old material (and says why) if they fail a check. */
   reload(): boolean {
     try {
-      const { context, info } = loadSecureContext(this.settings);
-      this.current = context;
+      const { options, info } = loadTlsFiles(this.settings);
+      this.server.setSecureContext(options);
       this.logger.info({ certificate: info }, 'tls material reloaded');
       return true;
     } catch (err) {

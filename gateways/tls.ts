@@ -23,7 +23,7 @@ export class TlsGateway extends TcpGateway {
 
   constructor(options: TlsGatewayOptions) {
     super(options);
-    this.material = new TlsMaterial(options.tls, this.core.logger);
+    this.material = new TlsMaterial(options.tls, this.core.logger, this.core.options.handshakeTimeout + 1000);
     if (options.watchCerts) this.material.watch();
   }
 
@@ -48,11 +48,47 @@ export class TlsGateway extends TcpGateway {
   }
 }
 
+/** A client in its TLS handshake, found again from the TLS socket Node creates for it. */
+interface PendingTls {
+  secured(socket: tls.TLSSocket): void;
+  failed(err: Error): void;
+}
+
+const pendingByRaw = new WeakMap<net.Socket, PendingTls>();
+const hooked = new WeakSet<tls.Server>();
+
+/**
+ * The TLS socket's underlying socket. `_parent` is Node's internal link (the only internal
+ * this module touches); if it ever disappears, lookups fail and clients are refused:
+ * closed, never let through.
+ */
+function rawOf(socket: tls.TLSSocket): net.Socket | undefined {
+  return (socket as unknown as { _parent?: net.Socket })._parent;
+}
+
+function hookServer(server: tls.Server): void {
+  if (hooked.has(server)) return;
+  hooked.add(server);
+  server.on('secureConnection', (socket: tls.TLSSocket) => {
+    const raw = rawOf(socket);
+    const pending = raw && pendingByRaw.get(raw);
+    if (pending) pending.secured(socket);
+    else socket.destroy();
+  });
+  server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+    const raw = rawOf(socket);
+    const pending = raw && pendingByRaw.get(raw);
+    if (pending) pending.failed(err);
+    else socket.destroy();
+  });
+}
+
 /**
  * Runs the server side of a TLS handshake on an admitted client, bounded by `deadline`
- * (performance.now() ms), then checks the client identity against the allow-lists and
- * calls `next` with the TLS socket and the connection info extended with `tls` facts.
- * Any failure closes the client without a byte and logs why. Shared by tlsd and wsd (wss).
+ * (performance.now() ms), then checks the client certificate (Node's verdict against
+ * --ca) and identity allow-lists, and calls `next` with the TLS socket and the connection
+ * info extended with `tls` facts. Any failure closes the client without a byte and logs
+ * why. Shared by tlsd and wsd (wss).
  */
 export function terminateTls(
   core: GatewayCore,
@@ -63,16 +99,8 @@ export function terminateTls(
   next: (socket: tls.TLSSocket, info: ConnectionInfo) => void,
 ): void {
   const settings = material.settings;
-  const requestCert = settings.requireClientCert === true || !!settings.allowCn?.length || !!settings.allowSan?.length;
-  const socket = new tls.TLSSocket(raw, {
-    isServer: true,
-    // Read at each handshake: a reload takes effect for new clients only.
-    secureContext: material.context,
-    requestCert,
-    rejectUnauthorized: settings.requireClientCert === true,
-  });
-  socket.on('error', noop);
   let settled = false;
+  let secureSocket: tls.TLSSocket | null = null;
   const untrack = core.track({
     close(reason: string, err?: Error) {
       refuse(err ?? ipcError(ErrorCode.SHUTDOWN, reason));
@@ -87,38 +115,44 @@ export function terminateTls(
     settled = true;
     clearTimeout(timer);
     untrack();
-    socket.off('error', onTlsError);
-    socket.off('close', onTlsClose);
+    pendingByRaw.delete(raw);
+    raw.off('close', onRawClose);
     return true;
   }
   function refuse(err: Error, extra: Record<string, unknown> = {}): void {
     if (!settle()) return;
-    socket.destroy();
+    secureSocket?.destroy();
     raw.destroy();
     core.refuse(info, err, extra);
   }
-  function onTlsError(err: Error): void {
-    refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, `TLS handshake failed: ${err.message.trim()}`, err));
-  }
-  function onTlsClose(): void {
+  function onRawClose(): void {
     refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed during the TLS handshake'));
   }
-  socket.on('error', onTlsError);
-  socket.on('close', onTlsClose);
-  socket.once('secure', () => {
-    const identity = clientIdentity(socket);
-    const tlsInfo = {
-      protocol: socket.getProtocol(),
-      cipher: socket.getCipher()?.name,
-      resumed: socket.isSessionReused(),
-      ...(identity ? { client: identity } : {}),
-    };
-    const problem = identityProblem(identity, settings);
-    if (problem !== null) {
-      refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, problem), { tls: tlsInfo });
-      return;
-    }
-    if (!settle()) return;
-    next(socket, { ...info, tls: tlsInfo });
+  raw.on('close', onRawClose);
+  pendingByRaw.set(raw, {
+    failed(err: Error) {
+      refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, `TLS handshake failed: ${err.message.trim()}`, err));
+    },
+    secured(socket: tls.TLSSocket) {
+      secureSocket = socket;
+      socket.on('error', noop);
+      const identity = clientIdentity(socket);
+      const tlsInfo = {
+        protocol: socket.getProtocol(),
+        cipher: socket.getCipher()?.name,
+        resumed: socket.isSessionReused(),
+        ...(identity ? { client: identity } : {}),
+      };
+      const problem = identityProblem(identity, settings);
+      if (problem !== null) {
+        refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, problem), { tls: tlsInfo });
+        return;
+      }
+      if (!settle()) return;
+      next(socket, { ...info, tls: tlsInfo });
+    },
   });
+  hookServer(material.server);
+  // Documented for tls.Server: inject an accepted socket; Node runs the handshake.
+  material.server.emit('connection', raw);
 }

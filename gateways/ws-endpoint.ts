@@ -67,13 +67,14 @@ export class WebSocketEndpoint extends Endpoint {
     } catch (err) {
       return err as Error;
     }
-    if (payloads.length === 0) return Outcome.IGNORE;
     for (const payload of payloads) {
       this.bytesOut += payload.length;
       const asText = this.text && isUtf8(payload);
       this.ws.send(payload, { binary: !asText });
     }
-    return Outcome.MESSAGE;
+    // Messages before an oversize header were sent above; the error closes the switch.
+    if (this.decoder.error) return this.decoder.error;
+    return payloads.length === 0 ? Outcome.IGNORE : Outcome.MESSAGE;
   }
 
   endInput(): SwitchResult {
@@ -102,6 +103,11 @@ export class WebSocketEndpoint extends Endpoint {
     else if (err instanceof IpcError && err.code === ErrorCode.PAYLOAD_TOO_LARGE) this.closeWith(CloseCode.MESSAGE_TOO_BIG, 'message too big');
     else if (err instanceof IpcError && err.code === ErrorCode.SHUTDOWN) this.closeWith(CloseCode.GOING_AWAY, 'gateway shutting down');
     else this.closeWith(CloseCode.INTERNAL_ERROR, 'service failed');
+  }
+
+  /** ws sends what is queued before its close frame: finishing is closing with the code. */
+  finish(err?: Error): void {
+    this.destroy(err);
   }
 
   private closeWith(code: number, reason: string): void {

@@ -63,7 +63,7 @@ export class WsGateway extends TcpGateway {
   constructor(options: WsGatewayOptions) {
     super(options);
     this.wsOptions = options;
-    this.material = options.tls ? new TlsMaterial(options.tls, this.core.logger) : null;
+    this.material = options.tls ? new TlsMaterial(options.tls, this.core.logger, this.core.options.handshakeTimeout + 1000) : null;
     if (this.material && options.watchCerts) this.material.watch();
     // ws enforces maxPayload on whole messages (fragments included) and closes with 1009.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.core.options.maxPayload, clientTracking: true });

@@ -14,6 +14,8 @@ export interface ConnectOptions {
   rundir?: string;
   /** Passed to the socket; gateways use true to forward half-closes on purpose. */
   allowHalfOpen?: boolean;
+  /** Passed to the socket: read into caller-provided buffers (see DirectReader). */
+  onread?: net.OnReadOpts;
 }
 
 /**
@@ -25,7 +27,11 @@ export interface ConnectOptions {
 export function connectService(name: string, options: ConnectOptions = {}): Promise<net.Socket> {
   const socketPath = servicePath(name, options.rundir ?? resolveRundir());
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ path: socketPath, allowHalfOpen: options.allowHalfOpen ?? false });
+    const socket = net.connect({
+      path: socketPath,
+      allowHalfOpen: options.allowHalfOpen ?? false,
+      ...(options.onread ? { onread: options.onread } : {}),
+    });
     const onError = (err: NodeJS.ErrnoException) => {
       socket.destroy();
       reject(

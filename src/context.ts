@@ -106,6 +106,7 @@ export class Context implements AsyncIterable<IpcEvent> {
   private readonly logger: Logger;
   private readonly connections = new Set<Connection>();
   private readonly servers: ServiceServer[] = [];
+  private readonly switches = new Set<Switch>();
   private readonly queue: IpcEvent[] = [];
   private waiter: ((event: IpcEvent | null) => void) | null = null;
   private readingPaused = false;
@@ -180,7 +181,10 @@ export class Context implements AsyncIterable<IpcEvent> {
     const a = endpoints?.client ?? new SocketEndpoint('client', client.socket, this.maxPayload);
     const b = endpoints?.service ?? new SocketEndpoint('service', service.socket, this.maxPayload);
     const sw = new Switch(a, b, {
-      onClose: (summary) => this.push({ type: EventType.DISCONNECTION, connection: client, summary }),
+      onClose: (summary) => {
+        this.switches.delete(sw);
+        this.push({ type: EventType.DISCONNECTION, connection: client, summary });
+      },
       ...(this.switchEvents
         ? {
             onPass: (from: Endpoint, _to: Endpoint, payload: Buffer) =>
@@ -188,6 +192,7 @@ export class Context implements AsyncIterable<IpcEvent> {
           }
         : {}),
     });
+    this.switches.add(sw);
     return sw.start();
   }
 
@@ -202,6 +207,7 @@ export class Context implements AsyncIterable<IpcEvent> {
     this.closed = true;
     for (const c of this.connections) c.socket.destroy();
     this.connections.clear();
+    for (const sw of [...this.switches]) sw.close('context closed');
     await Promise.all(this.servers.map((s) => s.close()));
     this.waiter?.(null);
     this.waiter = null;
@@ -254,6 +260,8 @@ export class Context implements AsyncIterable<IpcEvent> {
         return;
       }
       for (const payload of payloads) this.push({ type: EventType.MESSAGE_RX, connection, payload });
+      // Frames before an oversize header in the same chunk were delivered above.
+      if (decoder.error) this.fail(connection, decoder.error);
     });
     socket.on('end', () => {
       try {

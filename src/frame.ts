@@ -73,9 +73,16 @@ export class FrameDecoder {
     return this.buffered;
   }
 
+  /** The error that stopped decoding, if any (see {@link push}). */
+  get error(): IpcError | null {
+    return this.failed;
+  }
+
   /**
    * Adds a chunk and returns every payload it completes, in order. A payload is a view
    * into the chunk when it sits in one chunk, a copy when it spans several.
+   * When a header over the limit follows complete frames in the same chunk, those frames
+   * are returned and {@link error} is set; the next call throws.
    * @throws IpcError `IPC_ERR_PAYLOAD_TOO_LARGE`; the decoder stays failed afterwards.
    */
   push(chunk: Buffer): Buffer[] {
@@ -94,6 +101,7 @@ export class FrameDecoder {
           this.failed = tooLarge(length, this.maxPayload);
           this.chunks = [];
           this.buffered = 0;
+          if (out.length > 0) return out;
           throw this.failed;
         }
         this.payloadLength = length;

@@ -52,10 +52,25 @@ export function assertServiceName(name: string, maxLength = MAX_SERVICE_NAME_LEN
   }
 }
 
-/** `$RUNDIR/<name>` for a validated name. @throws IpcError `IPC_ERR_INVALID_SERVICE_NAME` */
+/** Longest Unix socket path (sun_path holds 108 bytes, NUL included). */
+export const MAX_SOCKET_PATH_LENGTH = 107;
+
+/**
+ * `$RUNDIR/<name>` for a validated name.
+ * @throws IpcError `IPC_ERR_INVALID_SERVICE_NAME`; `IPC_ERR_RUNDIR_UNUSABLE` when the path
+ *   is too long for a Unix socket (it would otherwise be truncated silently by bind/connect,
+ *   creating or reaching another file).
+ */
 export function servicePath(name: string, rundir = resolveRundir()): string {
   assertServiceName(name);
-  return path.join(rundir, name);
+  const socketPath = path.join(rundir, name);
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_LENGTH) {
+    throw ipcError(
+      ErrorCode.RUNDIR_UNUSABLE,
+      `socket path ${socketPath} is too long (${Buffer.byteLength(socketPath)} bytes, at most ${MAX_SOCKET_PATH_LENGTH}): use a shorter RUNDIR`,
+    );
+  }
+  return socketPath;
 }
 
 /**
@@ -66,12 +81,14 @@ export function servicePath(name: string, rundir = resolveRundir()): string {
 export function ensureRundir(rundir = resolveRundir()): void {
   try {
     let created = false;
+    let stat = null;
     try {
-      statSync(rundir);
+      stat = statSync(rundir);
     } catch {
       mkdirSync(rundir, { recursive: true, mode: 0o770 });
       created = true;
     }
+    if (stat !== null && !stat.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
     // mkdir's mode is filtered by the umask; the original's directory is 0770 regardless.
     if (created) chmodSync(rundir, 0o770);
     accessSync(rundir, constants.W_OK | constants.X_OK);

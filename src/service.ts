@@ -26,7 +26,11 @@ export interface ServiceServer {
   close(): Promise<void>;
 }
 
-/** Resolves true when something accepts connections at `socketPath`. */
+/**
+ * Resolves true unless the socket at `socketPath` is stale. Only ECONNREFUSED (nobody
+ * listens) or ENOENT means stale: a live service whose accept backlog is full answers
+ * EAGAIN, and must not be taken over.
+ */
 function isLive(socketPath: string): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = net.connect({ path: socketPath });
@@ -34,7 +38,7 @@ function isLive(socketPath: string): Promise<boolean> {
       probe.destroy();
       resolve(true);
     });
-    probe.once('error', () => resolve(false));
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'ECONNREFUSED' && err.code !== 'ENOENT'));
   });
 }
 

@@ -16,6 +16,7 @@
  */
 import type net from 'node:net';
 import { FrameTracker, DEFAULT_MAX_PAYLOAD } from './frame.js';
+import type { DirectReader } from './direct-read.js';
 
 /** libipc's callback outcomes (the original's CBEvent types). An Error is the fourth. */
 export const Outcome = {
@@ -31,6 +32,9 @@ export type SwitchResult = (typeof Outcome)[keyof typeof Outcome] | Error;
 
 /** Hands libipc frame bytes to the other endpoint's `out`. */
 export type Forward = (bytes: Buffer) => void;
+
+/** Time an endpoint has to flush what is queued for it when its switch ends (ms). */
+export const FINISH_GRACE_MS = 5000;
 
 /** What the switch needs from an endpoint's transport, and its two callbacks. */
 export abstract class Endpoint {
@@ -66,6 +70,11 @@ export abstract class Endpoint {
   abstract endOutput(): void;
   /** Closes the transport now; `err` (when the switch failed) may choose how to tell the peer. */
   abstract destroy(err?: Error): void;
+  /**
+   * Closes the transport once what is queued for it was sent (its peer failed or closed):
+   * nothing already accepted is lost. Bounded: cut after {@link FINISH_GRACE_MS}.
+   */
+  abstract finish(err?: Error): void;
   /** Attaches transport listeners that report to `owner`. */
   abstract start(owner: Switch): void;
   /** A short description of the remote peer, for logs. */
@@ -80,11 +89,24 @@ export abstract class Endpoint {
 export class SocketEndpoint extends Endpoint {
   readonly socket: net.Socket;
   private readonly tracker: FrameTracker;
+  private readonly reader: DirectReader | null;
+  /** The byte socket this endpoint's input is written to, for a {@link DirectReader}. */
+  private sink: net.Socket | null = null;
 
-  constructor(role: string, socket: net.Socket, maxPayload = DEFAULT_MAX_PAYLOAD) {
+  /**
+   * @param reader set when `socket` was created with `reader.onread`: input then comes
+   *   from it instead of 'data' events.
+   */
+  constructor(role: string, socket: net.Socket, maxPayload = DEFAULT_MAX_PAYLOAD, reader: DirectReader | null = null) {
     super(role);
     this.socket = socket;
     this.tracker = new FrameTracker(maxPayload);
+    this.reader = reader;
+  }
+
+  /** Tells a direct reader which socket its bytes are written to (see DirectReader). */
+  writesTo(sink: Endpoint): void {
+    if (sink instanceof SocketEndpoint) this.sink = sink.socket;
   }
 
   get messagesIn(): number {
@@ -138,14 +160,30 @@ export class SocketEndpoint extends Endpoint {
     this.socket.destroy();
   }
 
+  finish(): void {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    // Input no longer matters; queued output is flushed, then FIN.
+    socket.pause();
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), FINISH_GRACE_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    // With allowHalfOpen the socket stays open until the peer closes too: once our side
+    // is flushed there is nothing left to wait for.
+    socket.once('finish', () => socket.destroy());
+  }
+
   start(owner: Switch): void {
     this.owner = owner;
     const socket = this.socket;
     const endpoint = this;
-    socket.on('data', function socketOnData(chunk: Buffer) {
+    const onData = function socketOnData(chunk: Buffer) {
       endpoint.bytesIn += chunk.length;
       owner.input(endpoint, chunk);
-    });
+    };
+    if (this.reader) this.reader.attach(onData, this.sink);
+    else socket.on('data', onData);
     socket.on('end', function socketOnEnd() {
       owner.inputEnd(endpoint);
     });
@@ -215,6 +253,8 @@ export class Switch {
 
   /** Starts moving data both ways. */
   start(): this {
+    if (this.client instanceof SocketEndpoint) this.client.writesTo(this.service);
+    if (this.service instanceof SocketEndpoint) this.service.writesTo(this.client);
     this.client.start(this);
     this.service.start(this);
     return this;
@@ -299,10 +339,15 @@ export class Switch {
     this.report(by, undefined, `${by.role} closed`);
   }
 
+  /**
+   * Ends the switch because of `by` (its error, close, or protocol violation): `by` is
+   * closed now, the other endpoint after flushing what was already queued for it (frames
+   * accepted before a bad header, replies sent before a service died).
+   */
   private teardown(by: Endpoint, err?: Error, reason?: string): void {
     if (this.over) return;
-    this.client.destroy(err);
-    this.service.destroy(err);
+    by.destroy(err);
+    (by === this.client ? this.service : this.client).finish(err);
     this.report(by, err, reason ?? (err ? err.message : `${by.role} closed`));
   }
 

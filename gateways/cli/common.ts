@@ -31,7 +31,9 @@ export function daemonLogger(name: string, level: string | undefined): Logger {
 
 /**
  * Runs `stop` on the first SIGINT, SIGTERM or SIGHUP (unless `signals` says otherwise),
- * then exits 0; a second signal exits at once.
+ * then exits 0; a second signal exits at once. Call it before the daemon starts serving:
+ * until a handler is installed, a signal kills the process with no cleanup (a supervisor
+ * may signal as soon as it reads the `listening` line).
  */
 export function stopOnSignals(
   logger: Logger,

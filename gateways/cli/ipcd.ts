@@ -28,9 +28,9 @@ const ipcd = new Ipcd({
   maxLookups: opts.maxLookups,
   logger,
 });
+stopOnSignals(logger, () => ipcd.close());
 try {
   await ipcd.start();
 } catch (err) {
   fail(logger, err, 'ipcd: cannot start');
 }
-stopOnSignals(logger, () => ipcd.close());

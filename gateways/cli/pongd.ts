@@ -18,13 +18,13 @@ const opts = program.opts<{ service: string; rundir?: string; logLevel?: string 
 
 const logger = daemonLogger('pongd', opts.logLevel);
 const context = new Context({ rundir: opts.rundir ?? resolveRundir(), logger });
+stopOnSignals(logger, () => context.closeAll());
 try {
   const served = await context.serve(opts.service);
   logger.info({ service: opts.service, path: served.path }, 'listening');
 } catch (err) {
   fail(logger, err, `pongd: cannot serve '${opts.service}'`);
 }
-stopOnSignals(logger, () => context.closeAll());
 
 for await (const event of context) {
   switch (event.type) {

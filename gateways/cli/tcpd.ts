@@ -19,11 +19,11 @@ const program = addGatewayOptions(
 const opts = program.opts<GatewayCliOptions>();
 const logger = daemonLogger('tcpd', opts.logLevel);
 
-let gateway: TcpGateway;
+let gateway: TcpGateway | undefined;
+stopOnSignals(logger, async () => gateway?.close());
 try {
   gateway = new TcpGateway({ ...gatewayOptionsFrom(opts, resolveRundir()), ...endpointsFrom(opts, OUTBOUND), logger });
   await gateway.listen();
 } catch (err) {
   fail(logger, err, 'tcpd: cannot start');
 }
-stopOnSignals(logger, () => gateway.close());

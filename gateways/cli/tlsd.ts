@@ -22,7 +22,9 @@ const program = addTlsOptions(
 const opts = program.opts<GatewayCliOptions & TlsCliOptions>();
 const logger = daemonLogger('tlsd', opts.logLevel);
 
-let gateway: TlsGateway;
+let gateway: TlsGateway | undefined;
+stopOnSignals(logger, async () => gateway?.close(), ['SIGINT', 'SIGTERM']);
+process.on('SIGHUP', () => gateway?.material.reload());
 try {
   const tls = tlsSettingsFrom(opts);
   if (!tls) throw new TypeError('give --cert and --key');
@@ -37,5 +39,3 @@ try {
 } catch (err) {
   fail(logger, err, 'tlsd: cannot start');
 }
-process.on('SIGHUP', () => gateway.material.reload());
-stopOnSignals(logger, () => gateway.close(), ['SIGINT', 'SIGTERM']);

@@ -32,7 +32,12 @@ const opts = program.opts<
 >();
 const logger = daemonLogger('wsd', opts.logLevel);
 
-let gateway: WsGateway;
+let gateway: WsGateway | undefined;
+stopOnSignals(logger, async () => gateway?.close(), ['SIGINT', 'SIGTERM']);
+process.on('SIGHUP', () => {
+  if (gateway?.material) gateway.material.reload();
+  else logger.info('SIGHUP: no TLS material to reload');
+});
 try {
   const tls = tlsSettingsFrom(opts);
   gateway = new WsGateway({
@@ -49,8 +54,3 @@ try {
 } catch (err) {
   fail(logger, err, 'wsd: cannot start');
 }
-process.on('SIGHUP', () => {
-  if (gateway.material) gateway.material.reload();
-  else logger.info('SIGHUP: no TLS material to reload');
-});
-stopOnSignals(logger, () => gateway.close(), ['SIGINT', 'SIGTERM']);
