@@ -63,15 +63,17 @@ export class TcpGateway {
       }
       this.serve(socket, info, deadline);
     };
-    this.servers = await bindAll(
-      this.options.listen,
-      () => net.createServer({ allowHalfOpen: true, noDelay: true }, onConnection),
-      { backlog: this.options.backlog ?? 511, logger: core.logger, transport: this.transport },
-    );
+    // The outbound service first: a gateway that cannot serve it (name in use) fails
+    // before logging `listening` for its ports.
+    await this.outbound?.start();
     try {
-      await this.outbound?.start();
+      this.servers = await bindAll(
+        this.options.listen,
+        () => net.createServer({ allowHalfOpen: true, noDelay: true }, onConnection),
+        { backlog: this.options.backlog ?? 511, logger: core.logger, transport: this.transport },
+      );
     } catch (err) {
-      await closeAll(this.servers);
+      await this.outbound?.close();
       throw err;
     }
     return this.addresses;
