@@ -24,7 +24,7 @@ export interface ConnectOptions {
  * @throws IpcError `IPC_ERR_INVALID_SERVICE_NAME`; `IPC_ERR_SERVICE_UNAVAILABLE` when no
  *   process serves the name (absent or stale socket), naming the service and the path.
  */
-export function connectService(name: string, options: ConnectOptions = {}): Promise<net.Socket> {
+export async function connectService(name: string, options: ConnectOptions = {}): Promise<net.Socket> {
   const socketPath = servicePath(name, options.rundir ?? resolveRundir());
   return new Promise((resolve, reject) => {
     const socket = net.connect({

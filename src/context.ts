@@ -108,7 +108,9 @@ export class Context implements AsyncIterable<IpcEvent> {
   private readonly servers: ServiceServer[] = [];
   private readonly switches = new Set<Switch>();
   private readonly queue: IpcEvent[] = [];
-  private waiter: ((event: IpcEvent | null) => void) | null = null;
+  /** Pending waitEvent() calls, served in order. */
+  private waiters: Array<(event: IpcEvent | null) => void> = [];
+  private readonly failed = new WeakSet<Connection>();
   private readingPaused = false;
   private nextId = 1;
   private closed = false;
@@ -209,8 +211,9 @@ export class Context implements AsyncIterable<IpcEvent> {
     this.connections.clear();
     for (const sw of [...this.switches]) sw.close('context closed');
     await Promise.all(this.servers.map((s) => s.close()));
-    this.waiter?.(null);
-    this.waiter = null;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) waiter(null);
   }
 
   /**
@@ -226,16 +229,17 @@ export class Context implements AsyncIterable<IpcEvent> {
     if (this.closed) return Promise.resolve(null);
     return new Promise((resolve) => {
       let timeout: NodeJS.Timeout | null = null;
-      if (this.timer !== null) {
-        timeout = setTimeout(() => {
-          this.waiter = null;
-          resolve({ type: EventType.TIMER });
-        }, this.timer);
-      }
-      this.waiter = (event) => {
+      const waiter = (event: IpcEvent | null) => {
         if (timeout) clearTimeout(timeout);
         resolve(event === null ? null : delivered(event));
       };
+      if (this.timer !== null) {
+        timeout = setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          resolve({ type: EventType.TIMER });
+        }, this.timer);
+      }
+      this.waiters.push(waiter);
     });
   }
 
@@ -287,16 +291,16 @@ export class Context implements AsyncIterable<IpcEvent> {
   }
 
   private fail(connection: Connection, error: Error): void {
-    if (!this.connections.has(connection)) return;
+    if (!this.connections.has(connection) || this.failed.has(connection)) return;
+    this.failed.add(connection);
     this.logger.warn({ conn: connection.id, service: connection.service, err: error }, 'connection error');
     this.push({ type: EventType.ERROR, connection, error });
     connection.socket.destroy();
   }
 
   private push(event: IpcEvent): void {
-    if (this.waiter) {
-      const waiter = this.waiter;
-      this.waiter = null;
+    const waiter = this.waiters.shift();
+    if (waiter) {
       waiter(event);
       return;
     }

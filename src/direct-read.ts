@@ -1,39 +1,42 @@
 /**
- * Reading a socket straight into one process-wide buffer (net's documented `onread`
- * option), for a service socket whose bytes are written on at once to a byte socket.
- * It skips the whole Readable path per read (a Buffer, push, 'data', nextTick), the
- * largest CPU saving measured for Node gateways (PERFORMANCE.md "What helped").
+ * Reading a socket straight into a buffer of its own (net's documented `onread` option),
+ * for a service socket whose bytes are written on at once to a byte socket. It skips the
+ * Readable path per read (a Buffer object, push, 'data', nextTick): the largest CPU saving
+ * measured for Node gateways (PERFORMANCE.md "What helped").
  *
- * The buffer is shared by every such socket of the process: a read's bytes are passed on
- * synchronously, and when the write that took them did not complete at once (the
- * destination still holds bytes), that write keeps the buffer and later reads get a new
- * one. So no buffer is ever read into while a write from it is pending (the trap that
- * corrupted streams in the prototypes), and idle connections hold no read buffer at all.
+ * Correctness: Node asks for the next read's buffer right after each read, so every
+ * socket holds its own buffer (a buffer shared between sockets was overwritten under
+ * pending writes: caught by a test). When the write that took a read's bytes did not
+ * complete at once (the destination still holds bytes), that write keeps the buffer and
+ * the socket gets a new one: a buffer is never read into while a write from it is pending.
+ *
+ * Cost: one {@link DIRECT_READ_SIZE} buffer per connection while it is open (returned to a
+ * small pool when it closes), where the Readable path holds none while idle. Gateways
+ * therefore make it an option (`directRead`), off by default.
  */
 import type net from 'node:net';
 
-/** Size of a read (bytes): larger than the largest frame plus header (PERFORMANCE.md). */
+/** Size of a read (bytes): at least the largest frame plus header (PERFORMANCE.md). */
 export const DIRECT_READ_SIZE = 128 * 1024;
 
-let shared = Buffer.allocUnsafe(DIRECT_READ_SIZE);
-
-function sharedBuffer(): Buffer {
-  return shared;
-}
+/** Released buffers kept for new connections (connection churn: PERFORMANCE.md). */
+const POOL_LIMIT = 64;
+const pool: Buffer[] = [];
 
 /** Reads of one socket, delivered synchronously to a consumer attached later. */
 export class DirectReader {
   /** Pass as `onread` to net.connect / net.Socket. */
   readonly onread: { buffer: () => Buffer; callback: (nread: number, buf: Buffer) => boolean };
+  private buffer: Buffer | null = null;
   /** Where the bytes go; null until the switch starts (bytes are then kept as copies). */
   private consumer: ((chunk: Buffer) => void) | null = null;
-  /** The socket the consumer writes the bytes to; when it still holds bytes after the call, the buffer is left to it. */
+  /** The socket the consumer writes the bytes to; while it holds bytes after a read, the buffer is left to it. */
   private sink: net.Socket | null = null;
   private early: Buffer[] = [];
 
   constructor() {
     this.onread = {
-      buffer: sharedBuffer,
+      buffer: () => (this.buffer ??= pool.pop() ?? Buffer.allocUnsafe(DIRECT_READ_SIZE)),
       callback: (nread: number, buf: Buffer) => {
         const chunk = buf.subarray(0, nread);
         if (this.consumer === null) {
@@ -41,7 +44,8 @@ export class DirectReader {
           return true;
         }
         this.consumer(chunk);
-        if (this.sink === null || this.sink.writableLength > 0) shared = Buffer.allocUnsafe(DIRECT_READ_SIZE);
+        // A pending write references the buffer: the next read gets another one.
+        if (this.sink === null || this.sink.writableLength > 0) this.buffer = null;
         return true;
       },
     };
@@ -57,5 +61,12 @@ export class DirectReader {
     const early = this.early;
     this.early = [];
     for (const chunk of early) consumer(chunk);
+  }
+
+  /** Call once the socket is closed: its buffer goes back to the pool. */
+  release(): void {
+    const idle = this.buffer !== null && (this.sink === null || this.sink.writableLength === 0);
+    if (idle && pool.length < POOL_LIMIT) pool.push(this.buffer!);
+    this.buffer = null;
   }
 }

@@ -62,6 +62,7 @@ export class FrameDecoder {
   private state = GET_LENGTH;
   private payloadLength = 0;
   private failed: IpcError | null = null;
+  private failureThrown = false;
 
   /** @param maxPayload largest accepted payload in bytes (default 99,992). */
   constructor(maxPayload = DEFAULT_MAX_PAYLOAD) {
@@ -86,7 +87,10 @@ export class FrameDecoder {
    * @throws IpcError `IPC_ERR_PAYLOAD_TOO_LARGE`; the decoder stays failed afterwards.
    */
   push(chunk: Buffer): Buffer[] {
-    if (this.failed) throw this.failed;
+    if (this.failed) {
+      this.failureThrown = true;
+      throw this.failed;
+    }
     const out: Buffer[] = [];
     if (chunk.length > 0) {
       this.chunks.push(chunk);
@@ -102,6 +106,7 @@ export class FrameDecoder {
           this.chunks = [];
           this.buffered = 0;
           if (out.length > 0) return out;
+          this.failureThrown = true;
           throw this.failed;
         }
         this.payloadLength = length;
@@ -116,10 +121,15 @@ export class FrameDecoder {
 
   /**
    * Call at end of stream.
-   * @throws IpcError `IPC_ERR_TRUNCATED_FRAME` when a frame was started but not finished.
+   * @throws IpcError `IPC_ERR_TRUNCATED_FRAME` when a frame was started but not finished;
+   *   the limit error of {@link push} if it was only reported through {@link error}.
    */
   end(): void {
-    if (this.failed) return;
+    if (this.failed) {
+      if (this.failureThrown) return;
+      this.failureThrown = true;
+      throw this.failed;
+    }
     if (this.state === GET_PAYLOAD) {
       throw truncated(`${this.buffered} of ${this.payloadLength} payload bytes`);
     }

@@ -163,6 +163,11 @@ export class SocketEndpoint extends Endpoint {
   finish(): void {
     const socket = this.socket;
     if (socket.destroyed) return;
+    // Our side was already ended and flushed (its FIN forwarded earlier): nothing to wait for.
+    if (socket.writableFinished) {
+      socket.destroy();
+      return;
+    }
     // Input no longer matters; queued output is flushed, then FIN.
     socket.pause();
     socket.end();
@@ -182,8 +187,13 @@ export class SocketEndpoint extends Endpoint {
       endpoint.bytesIn += chunk.length;
       owner.input(endpoint, chunk);
     };
-    if (this.reader) this.reader.attach(onData, this.sink);
-    else socket.on('data', onData);
+    if (this.reader) {
+      const reader = this.reader;
+      reader.attach(onData, this.sink);
+      socket.once('close', () => reader.release());
+    } else {
+      socket.on('data', onData);
+    }
     socket.on('end', function socketOnEnd() {
       owner.inputEnd(endpoint);
     });
