@@ -61,6 +61,8 @@ export class Ipcd {
   async start(): Promise<void> {
     this.server = await serveService(this.name, {
       rundir: this.rundir,
+      // A client may half-close after its lookup and still wait for the answer.
+      allowHalfOpen: true,
       onConnection: (socket) => this.onLookup(socket),
     });
     this.logger.info({ service: this.name, path: this.server.path }, 'listening');
@@ -78,6 +80,8 @@ export class Ipcd {
     const started = performance.now();
     let upstream: net.Socket | null = null;
     let done = false;
+    // What the lookup asked for, once known: every log line of this lookup carries it.
+    const asked: { service?: string; target?: string } = {};
     const log = this.logger.child({ lookup: id });
     if (this.pending.size >= this.maxLookups) {
       log.warn({ reason: `limit of ${this.maxLookups} lookups in progress reached` }, 'lookup refused');
@@ -99,7 +103,7 @@ export class Ipcd {
       // The original's clients expect a close without a byte.
       client.destroy();
       const detail = err instanceof IpcError ? { code: err.code } : { err };
-      log.warn({ ...fields, ...detail, reason: err.message, durationMs: Math.round(performance.now() - started) }, 'lookup refused');
+      log.warn({ ...asked, ...fields, ...detail, reason: err.message, durationMs: Math.round(performance.now() - started) }, 'lookup refused');
     };
     const timer = setTimeout(
       () => refuse(ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `lookup not answered within ${this.lookupTimeout} ms`)),
@@ -107,7 +111,10 @@ export class Ipcd {
     );
 
     const decoder = new FrameDecoder();
-    client.on('end', () => refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed before its lookup was answered')));
+    client.on('end', () => {
+      if (upstream === null) refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed before sending its lookup'));
+    });
+    client.on('close', () => refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client left before its lookup was answered')));
     client.on('data', (chunk: Buffer) => {
       let frames: Buffer[];
       try {
@@ -124,9 +131,11 @@ export class Ipcd {
       try {
         const request = parseLookup(frame.toString('latin1'));
         service = request.service;
+        asked.service = service;
         const route = routeFor(request.service, request.network);
         if (route === null) throw ipcError(ErrorCode.NO_ROUTE, `no route for '${request.service}' in IPC_NETWORK`);
         target = route;
+        asked.target = target;
         const parsed = parseTarget(route);
         const name = parsed.scheme === 'unix' && 'name' in parsed ? parsed.name : parsed.scheme;
         const socketPath = servicePath(name, this.rundir);
