@@ -9,6 +9,7 @@ import tls from 'node:tls';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
+import { isIP } from 'node:net';
 import type { Logger } from '../src/log.js';
 
 export interface TlsFiles {
@@ -55,11 +56,15 @@ export function loadTlsFiles(settings: TlsServerSettings): { options: tls.Secure
     throw new Error(`key ${settings.key} does not match certificate ${settings.cert}`);
   }
   if (caPem) new X509Certificate(caPem); // parse check: a truncated CA file is refused here
+  const minVersion = settings.minVersion ?? 'TLSv1.2';
   const options: tls.SecureContextOptions = {
     cert: certPem,
     key: keyPem,
     ...(caPem ? { ca: caPem } : {}),
-    minVersion: settings.minVersion ?? 'TLSv1.2',
+    minVersion,
+    // OpenSSL 3's default security level refuses the signatures TLS 1.0/1.1 need: an
+    // operator who asks for them on purpose gets them.
+    ...(minVersion === 'TLSv1' || minVersion === 'TLSv1.1' ? { ciphers: 'DEFAULT@SECLEVEL=0' } : {}),
   };
   tls.createSecureContext(options); // throws on material OpenSSL refuses
   return {
@@ -91,6 +96,29 @@ export function clientIdentity(socket: tls.TLSSocket): ClientIdentity | undefine
 }
 
 /**
+ * One spelling for a SAN entry: Node writes `IP Address:0:0:0:0:0:0:0:1` where operators
+ * write `IP:::1`; both become `IP:::1` (IPv6 in its shortest form), `DNS:` names lower-case.
+ */
+export function normalizeSan(entry: string): string {
+  // A bare IPv6 address holds colons but no type prefix.
+  const colon = isIP(entry.trim()) !== 0 ? -1 : entry.indexOf(':');
+  const rawType = colon === -1 ? '' : entry.slice(0, colon).trim();
+  let value = colon === -1 ? entry.trim() : entry.slice(colon + 1).trim();
+  const type = rawType === 'IP Address' ? 'IP' : rawType;
+  if (isIP(value) === 6 || (type === 'IP' && value.includes(':'))) {
+    try {
+      value = new URL(`http://[${value}]/`).hostname.slice(1, -1);
+    } catch {
+      // not an IPv6 address after all: keep it as written
+    }
+  } else if (type === 'DNS' || type === '') {
+    value = value.toLowerCase();
+  }
+  if (type === '' && isIP(value) !== 0) return value;
+  return type === '' ? value : `${type}:${value}`;
+}
+
+/**
  * Why a client with `identity` may not connect, or null when it may: with
  * --require-client-cert or an allow-list, a certificate that chains to --ca is required;
  * with allow-lists, its CN or one SAN must be listed.
@@ -104,9 +132,11 @@ export function identityProblem(identity: ClientIdentity | undefined, settings: 
   if (!restricts) return null;
   if (allowCn?.length && identity.cn !== undefined && allowCn.includes(identity.cn)) return null;
   if (allowSan?.length && identity.san) {
+    const allowed = new Set(allowSan.map(normalizeSan));
     for (const entry of identity.san) {
-      const bare = entry.slice(entry.indexOf(':') + 1);
-      if (allowSan.includes(entry) || allowSan.includes(bare)) return null;
+      const normalized = normalizeSan(entry);
+      const bare = normalized.slice(normalized.indexOf(':') + 1);
+      if (allowed.has(normalized) || allowed.has(bare)) return null;
     }
   }
   return `client identity not allowed (CN ${identity.cn ?? 'none'}, SAN ${identity.san?.join(' ') ?? 'none'})`;
