@@ -33,6 +33,11 @@ export interface GatewayOptions {
   drainTimeout?: number;
   /** Time the other direction gets after one side half-closed, ms (default 5000). */
   halfCloseTimeout?: number;
+  /**
+   * Close a switched connection after this many ms without a byte either way (0: never,
+   * the default: libipc connections may rightly stay quiet). Checked by one sweep timer.
+   */
+  idleTimeout?: number;
   /** Read service sockets through net `onread` buffers (less CPU, +128 KiB per connection; default false). */
   directRead?: boolean;
   logger?: Logger;
@@ -49,6 +54,7 @@ export interface ResolvedGatewayOptions {
   maxNameLength: number;
   drainTimeout: number;
   halfCloseTimeout: number;
+  idleTimeout: number;
   directRead: boolean;
   logger: Logger;
 }
@@ -74,6 +80,7 @@ export function resolveGatewayOptions(options: GatewayOptions): ResolvedGatewayO
     maxNameLength: options.maxNameLength ?? MAX_SERVICE_NAME_LENGTH,
     drainTimeout: options.drainTimeout ?? 10_000,
     halfCloseTimeout: options.halfCloseTimeout ?? 5000,
+    idleTimeout: options.idleTimeout ?? 0,
     directRead: options.directRead ?? false,
     logger: options.logger ?? silentLogger,
   };
@@ -99,6 +106,7 @@ export class GatewayCore {
   private readonly live = new Set<{ close(reason: string, err?: Error): void }>();
   private nextConn = 1;
   private closing = false;
+  private closed: Promise<void> | null = null;
   private drained: (() => void) | null = null;
 
   constructor(options: GatewayOptions) {
@@ -203,7 +211,44 @@ export class GatewayCore {
     });
     this.live.add(sw);
     sw.start();
+    if (this.options.idleTimeout > 0) this.watchIdle(sw);
     return sw;
+  }
+
+  /** Switches watched for idleness, with their byte total at the last sweep. */
+  private readonly idle = new Map<Switch, { bytes: number; quietSince: number }>();
+  private idleTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * Idle detection costs nothing per chunk: a sweep compares each switch's byte counters
+   * with the previous sweep's (per-socket timers cost ~10 % CPU: PERFORMANCE.md).
+   */
+  private watchIdle(sw: Switch): void {
+    this.idle.set(sw, { bytes: -1, quietSince: performance.now() });
+    if (this.idleTimer !== null) return;
+    const period = Math.max(100, Math.min(this.options.idleTimeout / 4, 5000));
+    this.idleTimer = setInterval(() => {
+      const now = performance.now();
+      for (const [s, seen] of this.idle) {
+        if (s.done) {
+          this.idle.delete(s);
+          continue;
+        }
+        const bytes = s.client.bytesIn + s.client.bytesOut + s.service.bytesIn;
+        if (bytes !== seen.bytes) {
+          seen.bytes = bytes;
+          seen.quietSince = now;
+        } else if (now - seen.quietSince >= this.options.idleTimeout) {
+          this.idle.delete(s);
+          s.close('idle timeout', ipcError(ErrorCode.IDLE_TIMEOUT, `no traffic for ${this.options.idleTimeout} ms`));
+        }
+      }
+      if (this.idle.size === 0 && this.idleTimer !== null) {
+        clearInterval(this.idleTimer);
+        this.idleTimer = null;
+      }
+    }, period);
+    this.idleTimer.unref();
   }
 
   /**
@@ -212,7 +257,11 @@ export class GatewayCore {
    */
   close(): Promise<void> {
     this.closing = true;
-    if (this.live.size === 0) return Promise.resolve();
+    this.closed ??= this.live.size === 0 ? Promise.resolve() : this.drain();
+    return this.closed;
+  }
+
+  private drain(): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.destroy(), this.options.drainTimeout);
       timer.unref();

@@ -211,6 +211,8 @@ export class OutboundService {
     const url = `${target.scheme}://${host}:${target.port}/${encodeURIComponent(target.path)}`;
     const ws = new WebSocket(url, {
       maxPayload: this.core.options.maxPayload,
+      // Compression queues messages inside ws, out of reach of the switch's backpressure.
+      perMessageDeflate: false,
       ...(this.ca ? { ca: this.ca } : {}),
       ...(net.isIP(target.host) === 0 ? { servername: target.host } : {}),
     });
@@ -224,11 +226,15 @@ export class OutboundService {
         ws.terminate();
         reject(ipcError(ErrorCode.HANDSHAKE_REFUSED, `remote WebSocket gateway answered HTTP ${res.statusCode} for '${target.path}'`));
       });
-      ws.once('error', (err) => {
-        reject(new IpcError(ErrorCode.SERVICE_UNAVAILABLE, `remote ${url} failed: ${err.message}`, { cause: err }));
+      let opened = false;
+      // Stays for the socket's life: before the switch starts, an error (a bad frame sent
+      // right after the 101) must not be an unhandled 'error' that kills the daemon.
+      ws.on('error', (err) => {
+        if (!opened) reject(new IpcError(ErrorCode.SERVICE_UNAVAILABLE, `remote ${url} failed: ${err.message}`, { cause: err }));
       });
       ws.once('open', () => {
-        ws.removeAllListeners('error');
+        opened = true;
+        // Messages that arrive before the switch starts are kept by the endpoint.
         resolve(new WebSocketEndpoint(ws, socket!, maxPayload, false, url, 'service'));
       });
     });

@@ -4,6 +4,7 @@
  */
 import { createReadStream, statSync } from 'node:fs';
 import path from 'node:path';
+import { pipeline } from 'node:stream';
 import type http from 'node:http';
 
 const TYPES: Record<string, string> = {
@@ -60,5 +61,6 @@ export function serveStatic(dir: string, req: http.IncomingMessage, res: http.Se
     res.end();
     return;
   }
-  createReadStream(file).on('error', () => res.destroy()).pipe(res);
+  // pipeline: an aborted download destroys the file stream too (no descriptor leak).
+  pipeline(createReadStream(file), res, () => {});
 }

@@ -43,7 +43,14 @@ export class WebSocketEndpoint extends Endpoint {
     this.decoder = new FrameDecoder(maxPayload);
     this.text = text;
     this.peerAddress = peer;
+    // Until the switch starts, messages are kept (a remote may speak right after the 101).
+    ws.on('message', this.keepEarly);
   }
+
+  private early: Buffer[] = [];
+  private readonly keepEarly = (data: Buffer) => {
+    this.early.push(data);
+  };
 
   get messagesIn(): number {
     return this.received;
@@ -124,6 +131,9 @@ export class WebSocketEndpoint extends Endpoint {
     this.owner = owner;
     const endpoint = this;
     const ws = this.ws;
+    ws.off('message', this.keepEarly);
+    const early = this.early;
+    this.early = [];
     ws.on('message', function wsOnMessage(data: Buffer) {
       endpoint.bytesIn += data.length;
       owner.input(endpoint, data);
@@ -139,5 +149,9 @@ export class WebSocketEndpoint extends Endpoint {
     this.socket.on('drain', function wsSocketOnDrain() {
       owner.drained(endpoint);
     });
+    for (const data of early) {
+      endpoint.bytesIn += data.length;
+      owner.input(endpoint, data);
+    }
   }
 }

@@ -68,6 +68,13 @@ export class WsGateway extends TcpGateway {
     // ws enforces maxPayload on whole messages (fragments included) and closes with 1009.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.core.options.maxPayload, clientTracking: true });
     this.http = http.createServer((req, res) => this.onRequest(req, res));
+    this.http.headersTimeout = this.core.options.handshakeTimeout;
+    this.http.requestTimeout = this.core.options.handshakeTimeout;
+    if (!options.origins?.length) {
+      this.core.logger.warn(
+        'no --origin: any web page a user visits can open WebSockets to the allowed services through their browser',
+      );
+    }
     this.http.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
     this.http.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket));
     const interval = options.pingInterval ?? 30_000;
@@ -114,6 +121,10 @@ export class WsGateway extends TcpGateway {
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    // A page request is not a stalled upgrade: from here the HTTP server's own timeouts
+    // (headers, request, keep-alive) bound the connection.
+    const entry = this.pending.get(req.socket);
+    if (entry) clearTimeout(entry.timer);
     const dir = this.wsOptions.staticDir;
     if (dir === null || dir === undefined) {
       res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('WebSocket upgrade required\n');

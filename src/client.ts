@@ -70,6 +70,41 @@ export interface ConnectIpcOptions extends ConnectOptions {
 export async function connectIpc(name: string, options: ConnectIpcOptions = {}): Promise<net.Socket> {
   const network = 'network' in options ? options.network : process.env['IPC_NETWORK'];
   if (network === undefined) return connectService(name, options);
+  await lookupSlots.acquire();
+  try {
+    return await lookup(name, network, options);
+  } finally {
+    lookupSlots.release();
+  }
+}
+
+/**
+ * Lookups in progress at once in this process: each waiting receive holds one of libuv's
+ * threadpool threads (4 by default, shared with fs and dns: PROTOCOL.md §4a).
+ */
+export const MAX_CONCURRENT_LOOKUPS = 2;
+
+/** A counting semaphore: waiters are served in order. */
+const lookupSlots = (() => {
+  let free = MAX_CONCURRENT_LOOKUPS;
+  const waiting: Array<() => void> = [];
+  return {
+    acquire(): Promise<void> {
+      if (free > 0) {
+        free--;
+        return Promise.resolve();
+      }
+      return new Promise<void>((resolve) => waiting.push(resolve));
+    },
+    release(): void {
+      const next = waiting.shift();
+      if (next) next();
+      else free++;
+    },
+  };
+})();
+
+async function lookup(name: string, network: string, options: ConnectIpcOptions): Promise<net.Socket> {
   const rundir = options.rundir ?? resolveRundir();
   const ipcPath = servicePath('ipc', rundir);
   let lookupFd: number;
@@ -97,7 +132,12 @@ export async function connectIpc(name: string, options: ConnectIpcOptions = {}):
       if (reply.fd !== null) closeFd(reply.fd);
       throw ipcError(ErrorCode.FD_PASSING, `ipcd answered ${JSON.stringify(reply.data.toString('latin1'))} without a descriptor`);
     }
-    return socketFromFd(reply.fd, { allowHalfOpen: options.allowHalfOpen ?? false });
+    try {
+      return socketFromFd(reply.fd, { allowHalfOpen: options.allowHalfOpen ?? false });
+    } catch (err) {
+      closeFd(reply.fd);
+      throw err;
+    }
   } finally {
     closeFd(lookupFd);
   }

@@ -111,6 +111,11 @@ export class Context implements AsyncIterable<IpcEvent> {
   /** Pending waitEvent() calls, served in order. */
   private waiters: Array<(event: IpcEvent | null) => void> = [];
   private readonly failed = new WeakSet<Connection>();
+  /** The listeners the context put on each connection's socket, and its decoder. */
+  private readonly listeners = new WeakMap<Connection, Array<[string, (...args: unknown[]) => void]>>();
+  private readonly decoders = new WeakMap<Connection, FrameDecoder>();
+  /** Sockets paused until their peer reads what was scheduled for it. */
+  private readonly blocked = new WeakSet<net.Socket>();
   private readingPaused = false;
   private nextId = 1;
   private closed = false;
@@ -149,19 +154,32 @@ export class Context implements AsyncIterable<IpcEvent> {
     return this.add(ConnectionKind.IPC, socket, name);
   }
 
-  /** Sends `payload` as one message on `connection`; MESSAGE_TX follows once written. */
+  /**
+   * Sends `payload` as one message on `connection`; MESSAGE_TX follows once written.
+   * While the peer does not read what was sent, the connection is not read either (a
+   * client that sends without reading cannot make the program buffer without bound).
+   */
   schedule(connection: Connection, payload: Uint8Array | string): void {
-    if (connection.socket.destroyed) return;
-    connection.socket.write(encodeFrame(payload), (err) => {
+    const socket = connection.socket;
+    if (socket.destroyed) return;
+    const more = socket.write(encodeFrame(payload), (err) => {
       if (!err) this.push({ type: EventType.MESSAGE_TX, connection });
     });
+    if (!more && !this.blocked.has(socket)) {
+      this.blocked.add(socket);
+      socket.pause();
+      socket.once('drain', () => {
+        this.blocked.delete(socket);
+        if (!this.readingPaused) socket.resume();
+      });
+    }
   }
 
   /** Follows a socket the program reads itself: each chunk yields EXTERNAL with `data`. */
   addExternal(socket: net.Socket): Connection {
     const connection = new Connection(this.nextId++, ConnectionKind.EXTERNAL, socket);
     this.connections.add(connection);
-    socket.on('data', (data: Buffer) => this.push({ type: EventType.EXTERNAL, connection, data }));
+    this.listen(connection, 'data', (data: Buffer) => this.push({ type: EventType.EXTERNAL, connection, data }));
     this.watchEnd(connection);
     return connection;
   }
@@ -173,12 +191,21 @@ export class Context implements AsyncIterable<IpcEvent> {
    * client connection, when the switch ends.
    */
   addSwitch(client: Connection, service: Connection, endpoints?: { client?: Endpoint; service?: Endpoint }): Switch {
+    const pending: Buffer[][] = [];
     for (const c of [client, service]) {
       c.kind = ConnectionKind.SWITCHED;
-      c.socket.removeAllListeners('data');
-      c.socket.removeAllListeners('end');
-      c.socket.removeAllListeners('close');
+      // Only the context's own listeners go (Node's internal ones stay), and bytes of a
+      // partial message already read pass through the switch first.
+      for (const [event, listener] of this.listeners.get(c) ?? []) c.socket.off(event, listener);
+      this.listeners.delete(c);
+      pending.push(this.decoders.get(c)?.takeBuffered() ?? []);
       this.connections.delete(c);
+    }
+    for (const [i, c] of [client, service].entries()) {
+      const bytes = pending[i]!;
+      // Paused first: unshifted bytes of a flowing stream with no 'data' listener are lost.
+      c.socket.pause();
+      if (bytes.length > 0) c.socket.unshift(Buffer.concat(bytes));
     }
     const a = endpoints?.client ?? new SocketEndpoint('client', client.socket, this.maxPayload);
     const b = endpoints?.service ?? new SocketEndpoint('service', service.socket, this.maxPayload);
@@ -255,7 +282,8 @@ export class Context implements AsyncIterable<IpcEvent> {
     const connection = new Connection(this.nextId++, kind, socket, service);
     this.connections.add(connection);
     const decoder = new FrameDecoder(this.maxPayload);
-    socket.on('data', (chunk: Buffer) => {
+    this.decoders.set(connection, decoder);
+    this.listen(connection, 'data', (chunk: Buffer) => {
       let payloads: Buffer[];
       try {
         payloads = decoder.push(chunk);
@@ -267,7 +295,7 @@ export class Context implements AsyncIterable<IpcEvent> {
       // Frames before an oversize header in the same chunk were delivered above.
       if (decoder.error) this.fail(connection, decoder.error);
     });
-    socket.on('end', () => {
+    this.listen(connection, 'end', () => {
       try {
         decoder.end();
       } catch (err) {
@@ -283,11 +311,19 @@ export class Context implements AsyncIterable<IpcEvent> {
 
   private watchEnd(connection: Connection): void {
     const { socket } = connection;
-    socket.on('error', (err: Error) => this.fail(connection, err));
-    socket.on('close', () => {
+    this.listen(connection, 'error', (err: Error) => this.fail(connection, err));
+    this.listen(connection, 'close', () => {
       if (!this.connections.delete(connection)) return;
       this.push({ type: EventType.DISCONNECTION, connection });
     });
+  }
+
+  /** Adds a socket listener the context owns (removed again by addSwitch). */
+  private listen(connection: Connection, event: string, listener: (...args: never[]) => void): void {
+    connection.socket.on(event, listener as (...args: unknown[]) => void);
+    const own = this.listeners.get(connection) ?? [];
+    own.push([event, listener as (...args: unknown[]) => void]);
+    this.listeners.set(connection, own);
   }
 
   private fail(connection: Connection, error: Error): void {
@@ -315,7 +351,7 @@ export class Context implements AsyncIterable<IpcEvent> {
   private maybeResumeReading(): void {
     if (this.readingPaused && this.queue.length <= this.maxQueued / 2) {
       this.readingPaused = false;
-      for (const c of this.connections) c.socket.resume();
+      for (const c of this.connections) if (!this.blocked.has(c.socket)) c.socket.resume();
     }
   }
 }

@@ -120,6 +120,19 @@ export class FrameDecoder {
   }
 
   /**
+   * Gives back the bytes read but not yet returned as payloads (a partial frame, header
+   * included), and resets the decoder: for handing a stream over to something else.
+   */
+  takeBuffered(): Buffer[] {
+    const out = this.state === GET_PAYLOAD ? [encodeHeader(this.payloadLength), ...this.chunks] : this.chunks;
+    this.chunks = [];
+    this.buffered = 0;
+    this.state = GET_LENGTH;
+    this.payloadLength = 0;
+    return out;
+  }
+
+  /**
    * Call at end of stream.
    * @throws IpcError `IPC_ERR_TRUNCATED_FRAME` when a frame was started but not finished;
    *   the limit error of {@link push} if it was only reported through {@link error}.

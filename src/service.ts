@@ -16,6 +16,8 @@ export interface ServeOptions {
   allowHalfOpen?: boolean;
   /** Called for each accepted connection. */
   onConnection?: (socket: net.Socket) => void;
+  /** Called for server errors after listening (accept failures). */
+  onError?: (err: Error) => void;
 }
 
 /** A listening service; `close()` stops it and removes its socket file. */
@@ -96,6 +98,9 @@ export async function serveService(name: string, options: ServeOptions = {}): Pr
     }
   });
   chmodSync(socketPath, 0o660);
+  // Accept errors (ENFILE, ENOMEM...) must not crash the daemon: they go to the logs of
+  // whoever listens; with no listener, they are ignored here rather than thrown.
+  server.on('error', options.onError ?? noop);
 
   let closing: Promise<void> | null = null;
   return {
@@ -109,3 +114,5 @@ export async function serveService(name: string, options: ServeOptions = {}): Pr
     },
   };
 }
+
+function noop(): void {}

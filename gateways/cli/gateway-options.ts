@@ -17,6 +17,7 @@ export interface GatewayCliOptions {
   maxConnections?: number;
   drainTimeout?: number;
   halfCloseTimeout?: number;
+  idleTimeout?: number;
   directRead?: boolean;
   logLevel?: string;
   listen?: string[];
@@ -48,6 +49,7 @@ export function addGatewayOptions(command: Command, outboundNames: readonly stri
     .option('--max-connections <n>', 'concurrent client connections (default 10000)', integer)
     .option('--drain-timeout <ms>', 'on SIGTERM, time open connections get to finish (default 10000)', integer)
     .option('--half-close-timeout <ms>', 'time the other direction gets after a half-close (default 5000)', integer)
+    .option('--idle-timeout <ms>', 'close a connection after this long without traffic (default 0: never)', integer)
     .option('--direct-read', 'read service sockets into a buffer per connection (net onread): less CPU per message, 128 KiB more memory per connection')
     .option('--log-level <level>', 'pino level: trace, debug, info, warn, error, silent (default info)');
 }
@@ -88,6 +90,7 @@ export function gatewayOptionsFrom(opts: GatewayCliOptions, rundir: string): Gat
     ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
     ...(opts.drainTimeout !== undefined ? { drainTimeout: opts.drainTimeout } : {}),
     ...(opts.halfCloseTimeout !== undefined ? { halfCloseTimeout: opts.halfCloseTimeout } : {}),
+    ...(opts.idleTimeout !== undefined ? { idleTimeout: opts.idleTimeout } : {}),
     directRead: opts.directRead === true,
   };
 }

@@ -1,0 +1,133 @@
+/**
+ * The workloads (ipcbench modes and shapes) and one bounded ipcbench run.
+ */
+import type { Procs } from './procs.js';
+import type { RunningTarget } from './targets.js';
+
+export interface Workload {
+  id: string;
+  /** Human title for the table. */
+  title: string;
+  mode: 'rr' | 'stream' | 'connect';
+  conns: number;
+  size: number;
+  window?: number;
+  /** The throughput figure in ipcbench's JSON, and its unit in the table. */
+  metric: 'msgs_per_s' | 'MBps' | 'conn_per_s';
+  unit: string;
+  /** What the CPU figure is per. */
+  per: 'msg' | 'conn';
+}
+
+export const WORKLOADS: readonly Workload[] = [
+  { id: 'rr-c1-64', title: 'rr 1 conn, 64 B', mode: 'rr', conns: 1, size: 64, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  { id: 'rr-c1-16k', title: 'rr 1 conn, 16 KiB', mode: 'rr', conns: 1, size: 16384, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  { id: 'rr-c64-64', title: 'rr 64 conns, 64 B', mode: 'rr', conns: 64, size: 64, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  { id: 'rr-c64-16k', title: 'rr 64 conns, 16 KiB', mode: 'rr', conns: 64, size: 16384, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  {
+    id: 'stream-c8-64k',
+    title: 'stream 8 conns, 64 KiB, w16',
+    mode: 'stream',
+    conns: 8,
+    size: 65536,
+    window: 16,
+    metric: 'MBps',
+    unit: 'MB/s',
+    per: 'msg',
+  },
+  { id: 'connect-c8', title: 'connect 8 slots, 1 echo', mode: 'connect', conns: 8, size: 64, metric: 'conn_per_s', unit: 'conn/s', per: 'conn' },
+];
+
+/** Workloads whose id equals or starts with one of `filters` (all when none). */
+export function selectWorkloads(filters: readonly string[] | undefined): Workload[] {
+  if (!filters?.length) return [...WORKLOADS];
+  const chosen = WORKLOADS.filter((w) => filters.some((f) => w.id === f || w.id.startsWith(f)));
+  if (chosen.length === 0) {
+    throw new Error(`no workload matches ${filters.join(', ')}; known: ${WORKLOADS.map((w) => w.id).join(', ')}`);
+  }
+  return chosen;
+}
+
+/** The parts of ipcbench's JSON line the report reads (the raw line is kept whole). */
+export interface IpcbenchResult {
+  tool: 'ipcbench';
+  label: string;
+  msgs?: number;
+  msgs_per_s?: number;
+  MBps?: number;
+  conn_per_s?: number;
+  cycles?: number;
+  conns_ready?: number;
+  conns_failed?: number;
+  lat_us?: { p50: number; p99: number };
+  cycle_us?: { p50: number; p99: number };
+  cpu?: { harness_s: number; harness_util: number; harness_us_per_msg: number; pids: { pid: number; cpu_s: number; util: number; us_per_msg: number }[] };
+  errors: Record<string, number>;
+  errors_total: number;
+  connect_retries: number;
+}
+
+export interface RunOutcome {
+  /** The parsed JSON line, when ipcbench printed one. */
+  result: IpcbenchResult | null;
+  /** The line as printed. */
+  raw: string | null;
+  /** ipcbench's exit status (0 clean, 2 errors seen) or how it failed. */
+  status: string;
+  /** Why the run does not count, if it does not. */
+  failure: string | null;
+  stderr: string;
+}
+
+export interface RunSettings {
+  ipcbench: string;
+  duration: number;
+  warmup: number;
+}
+
+/**
+ * Runs ipcbench once against `target`. The CPU time of the target's process (and of
+ * echod after it, for gateways) is measured over the measured window. Bounded twice:
+ * ipcbench's own watchdog, and a kill after warmup + duration + 30 s.
+ */
+export async function runIpcbench(
+  procs: Procs,
+  settings: RunSettings,
+  workload: Workload,
+  target: RunningTarget,
+  echodPid: number,
+  label: string,
+): Promise<RunOutcome> {
+  const args = [
+    '-m', workload.mode,
+    '-c', String(workload.conns),
+    '-s', String(workload.size),
+    ...(workload.window !== undefined ? ['-w', String(workload.window)] : []),
+    '-d', String(settings.duration),
+    '-W', String(settings.warmup),
+    '--open-timeout', '10',
+    '--label', label,
+    '-q',
+    '--cpu-pid', String(target.cpuPid),
+    ...(target.cpuPid !== echodPid ? ['--cpu-pid', String(echodPid)] : []),
+    ...target.args,
+    target.url,
+  ];
+  const timeoutMs = (settings.warmup + settings.duration + 30) * 1000;
+  const r = await procs.run(settings.ipcbench, args, timeoutMs);
+  const raw = r.stdout.split('\n').find((l) => l.startsWith('{')) ?? null;
+  let result: IpcbenchResult | null = null;
+  if (raw !== null) {
+    try {
+      result = JSON.parse(raw) as IpcbenchResult;
+    } catch {
+      result = null;
+    }
+  }
+  const status = r.timedOut ? 'killed after timeout' : r.signal ? `signal ${r.signal}` : `exit ${r.code}`;
+  let failure: string | null = null;
+  if (r.timedOut) failure = `ipcbench did not finish within ${timeoutMs / 1000} s`;
+  else if (result === null) failure = `ipcbench printed no result (${status}): ${r.stderr.trim().slice(-500)}`;
+  else if (r.code !== 0 && r.code !== 2) failure = `ipcbench ${status}: ${r.stderr.trim().slice(-500)}`;
+  return { result, raw, status, failure, stderr: r.stderr };
+}
