@@ -93,7 +93,7 @@ export function serveByteClient(core: GatewayCore, socket: net.Socket, info: Con
         if (answerOk) socket.write(OK);
         finishHandshake();
         const client = new SocketEndpoint('client', socket, options.maxPayload);
-        core.bridge({ ...info }, service, client, core.serviceEndpoint(connected, reader));
+        core.bridge(info, service, client, core.serviceEndpoint(connected, reader));
       },
       (err: Error) => refuse(err, { service }),
     );
@@ -101,16 +101,15 @@ export function serveByteClient(core: GatewayCore, socket: net.Socket, info: Con
 
   // Every socket gets an error listener the moment it exists (STYLE.md).
   socket.on('error', onHandshakeError);
-  socket.setNoDelay(true);
-  const remaining = Math.max(0, deadline - performance.now());
+  if (options.service !== undefined) {
+    // Fixed target: no client handshake to wait for, and a Unix connect completes or
+    // fails at once: no timer (per-connection setup is Node's weak spot: PERFORMANCE.md).
+    connect(options.service, false);
+    return;
+  }
   timer = setTimeout(() => {
     refuse(ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `no handshake within ${options.handshakeTimeout} ms`));
-  }, remaining);
-
-  if (options.service !== undefined) {
-    connect(options.service, false);
-  } else {
-    socket.on('data', onHandshakeData);
-    socket.on('end', onHandshakeEnd);
-  }
+  }, Math.max(0, deadline - performance.now()));
+  socket.on('data', onHandshakeData);
+  socket.on('end', onHandshakeEnd);
 }

@@ -5,10 +5,10 @@
  * Transports (tcp.ts, tls.ts, ws.ts) only accept clients and wrap them as endpoints.
  */
 import type net from 'node:net';
-import { connectService } from '../src/client.js';
+import { connectService, connectServicePath } from '../src/client.js';
 import { DEFAULT_MAX_PAYLOAD } from '../src/frame.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
-import { MAX_SERVICE_NAME_LENGTH, resolveRundir, serviceNameProblem } from '../src/rundir.js';
+import { MAX_SERVICE_NAME_LENGTH, resolveRundir, serviceNameProblem, servicePath } from '../src/rundir.js';
 import { SocketEndpoint, Switch, type Endpoint, type SwitchSummary } from '../src/switch.js';
 import type { DirectReader } from '../src/direct-read.js';
 import { silentLogger, type Logger } from '../src/log.js';
@@ -106,12 +106,16 @@ export class GatewayCore {
   private readonly live = new Set<{ close(reason: string, err?: Error): void }>();
   private nextConn = 1;
   private closing = false;
+  /** `$RUNDIR/<service>` of a fixed target, validated once. */
+  private readonly fixedPath: string | null;
   private closed: Promise<void> | null = null;
   private drained: (() => void) | null = null;
 
   constructor(options: GatewayOptions) {
     this.options = resolveGatewayOptions(options);
     this.logger = this.options.logger;
+    const { service, rundir } = this.options;
+    this.fixedPath = service === undefined ? null : servicePath(service, rundir);
   }
 
   /** Number of live client connections. */
@@ -187,11 +191,9 @@ export class GatewayCore {
    * `reader`, the socket reads through it (for byte-stream clients: see DirectReader).
    */
   connectTarget(service: string, reader?: DirectReader): Promise<net.Socket> {
-    return connectService(service, {
-      rundir: this.options.rundir,
-      allowHalfOpen: true,
-      ...(reader ? { onread: reader.onread } : {}),
-    });
+    const options = { rundir: this.options.rundir, allowHalfOpen: true, ...(reader ? { onread: reader.onread } : {}) };
+    if (service === this.options.service && this.fixedPath !== null) return connectServicePath(service, this.fixedPath, options);
+    return connectService(service, options);
   }
 
   /** Wraps a connected service socket as the service endpoint of a switch. */

@@ -139,7 +139,8 @@ export class WebSocketEndpoint extends Endpoint {
       owner.input(endpoint, data);
     });
     ws.on('close', function wsOnClose() {
-      owner.inputEnd(endpoint);
+      // A closed WebSocket can take no reply: not a half-close, the switch ends now (the
+      // service still gets what was already sent to it).
       owner.transportClosed(endpoint);
     });
     ws.on('error', function wsOnError(err: Error) {

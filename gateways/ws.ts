@@ -57,7 +57,8 @@ export class WsGateway extends TcpGateway {
   private readonly http: http.Server;
   private readonly wss: WebSocketServer;
   private readonly pending = new WeakMap<Duplex, PendingHttp>();
-  private readonly alive = new WeakMap<WebSocket, boolean>();
+  /** Whether each client answered the last ping, and its connection info for logs. */
+  private readonly alive = new WeakMap<WebSocket, { answered: boolean; info: ConnectionInfo }>();
   private pingTimer: NodeJS.Timeout | null = null;
 
   constructor(options: WsGatewayOptions) {
@@ -140,7 +141,14 @@ export class WsGateway extends TcpGateway {
     socket.destroy();
   }
 
-  private refuseUpgrade(socket: Duplex, entry: PendingHttp | undefined, status: number, err: Error, extra: Record<string, unknown> = {}): void {
+  private refuseUpgrade(
+    socket: Duplex,
+    entry: PendingHttp | undefined,
+    status: number,
+    err: Error,
+    extra: Record<string, unknown> = {},
+    headers = '',
+  ): void {
     if (entry) {
       clearTimeout(entry.timer);
       this.core.refuse(entry.info, err, { status, ...extra });
@@ -148,7 +156,7 @@ export class WsGateway extends TcpGateway {
     const body = `${err.message}\n`;
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/plain\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        `${headers}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
       () => socket.destroy(),
     );
   }
@@ -162,7 +170,9 @@ export class WsGateway extends TcpGateway {
     // Checked before the service is connected, so a bad handshake costs no service connection.
     const handshakeProblem = webSocketHandshakeProblem(req);
     if (handshakeProblem !== null) {
-      this.refuseUpgrade(socket, entry, 400, ipcError(ErrorCode.HANDSHAKE_REFUSED, handshakeProblem));
+      // RFC 6455 §4.2.2: a refused version is answered with the versions we speak.
+      const versions = handshakeProblem.includes('Version') ? 'sec-websocket-version: 13, 8\r\n' : '';
+      this.refuseUpgrade(socket, entry, 400, ipcError(ErrorCode.HANDSHAKE_REFUSED, handshakeProblem), {}, versions);
       return;
     }
     const origin = req.headers.origin;
@@ -205,20 +215,31 @@ export class WsGateway extends TcpGateway {
   private bridge(ws: WebSocket, socket: net.Socket, upstream: net.Socket, info: ConnectionInfo, service: string): void {
     const { options } = this.core;
     const client = new WebSocketEndpoint(ws, socket, options.maxPayload, this.wsOptions.text === true, info.peer);
-    this.alive.set(ws, true);
-    ws.on('pong', () => this.alive.set(ws, true));
+    this.alive.set(ws, { answered: true, info });
+    ws.on('pong', () => {
+      const state = this.alive.get(ws);
+      if (state) state.answered = true;
+    });
     this.core.bridge(info, service, client, this.core.serviceEndpoint(upstream));
   }
 
   /** One timer for every connection (per-socket timers cost ~10 % CPU: PERFORMANCE.md). */
   private sweepPings(): void {
     for (const ws of this.wss.clients) {
-      if (this.alive.get(ws) === false) {
-        this.core.logger.info({ reason: 'no pong to the last ping' }, 'dropping dead WebSocket peer');
+      const state = this.alive.get(ws);
+      if (state === undefined) continue;
+      // A client paused by backpressure (its service is slow) cannot be read, pongs
+      // included: it is not dead. TCP keeps its own liveness meanwhile.
+      if (ws.isPaused) {
+        state.answered = true;
+        continue;
+      }
+      if (!state.answered) {
+        this.core.logger.info({ ...state.info, reason: 'no pong to the last ping' }, 'dropping dead WebSocket peer');
         ws.terminate();
         continue;
       }
-      this.alive.set(ws, false);
+      state.answered = false;
       ws.ping();
     }
   }

@@ -25,7 +25,15 @@ export interface ConnectOptions {
  *   process serves the name (absent or stale socket), naming the service and the path.
  */
 export async function connectService(name: string, options: ConnectOptions = {}): Promise<net.Socket> {
-  const socketPath = servicePath(name, options.rundir ?? resolveRundir());
+  return connectServicePath(name, servicePath(name, options.rundir ?? resolveRundir()), options);
+}
+
+/**
+ * Connects to the service `name` at `socketPath`, a path already built with
+ * {@link servicePath} (gateways with a fixed target build it once).
+ * @throws IpcError `IPC_ERR_SERVICE_UNAVAILABLE` naming the service and the path.
+ */
+export function connectServicePath(name: string, socketPath: string, options: ConnectOptions = {}): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({
       path: socketPath,
