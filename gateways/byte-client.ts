@@ -14,6 +14,7 @@ import { ErrorCode, ipcError } from '../src/errors.js';
 import { SocketEndpoint } from '../src/switch.js';
 import { DirectReader } from '../src/direct-read.js';
 import type { ConnectionInfo, GatewayCore } from './gateway.js';
+import { Handshake } from './handshake.js';
 
 const OK = Buffer.from('ok');
 
@@ -23,35 +24,12 @@ const OK = Buffer.from('ok');
  */
 export function serveByteClient(core: GatewayCore, socket: net.Socket, info: ConnectionInfo, deadline: number): void {
   const { options } = core;
-  let settled = false;
   let upstream: net.Socket | null = null;
-  let timer: NodeJS.Timeout | null = null;
-
-  const pending = {
-    close(reason: string, err?: Error) {
-      refuse(err ?? ipcError(ErrorCode.SHUTDOWN, reason));
-    },
-  };
-  const untrack = core.track(pending);
-
-  function finishHandshake(): boolean {
-    if (settled) return false;
-    settled = true;
-    if (timer) clearTimeout(timer);
-    socket.off('data', onHandshakeData);
-    socket.off('end', onHandshakeEnd);
-    socket.off('error', onHandshakeError);
-    untrack();
-    return true;
-  }
-
-  function refuse(err: Error, extra: Record<string, unknown> = {}): void {
-    if (!finishHandshake()) return;
+  const handshake = new Handshake(core, info, () => {
     upstream?.destroy();
-    // Refusal is a close without a byte: what the original's clients expect.
     socket.destroy();
-    core.refuse(info, err, extra);
-  }
+  });
+  const refuse = (err: Error, extra?: Record<string, unknown>) => handshake.refuse(err, extra);
 
   function onHandshakeError(err: Error): void {
     refuse(err);
@@ -86,12 +64,14 @@ export function serveByteClient(core: GatewayCore, socket: net.Socket, info: Con
     core.connectTarget(service, reader).then(
       (connected) => {
         upstream = connected;
-        if (settled) {
+        if (!handshake.settle()) {
           connected.destroy();
           return;
         }
+        socket.off('data', onHandshakeData);
+        socket.off('end', onHandshakeEnd);
+        socket.off('error', onHandshakeError);
         if (answerOk) socket.write(OK);
-        finishHandshake();
         const client = new SocketEndpoint('client', socket, options.maxPayload);
         core.bridge(info, service, client, core.serviceEndpoint(connected, reader));
       },
@@ -107,9 +87,7 @@ export function serveByteClient(core: GatewayCore, socket: net.Socket, info: Con
     connect(options.service, false);
     return;
   }
-  timer = setTimeout(() => {
-    refuse(ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `no handshake within ${options.handshakeTimeout} ms`));
-  }, Math.max(0, deadline - performance.now()));
+  handshake.expireAt(deadline, 'name handshake');
   socket.on('data', onHandshakeData);
   socket.on('end', onHandshakeEnd);
 }

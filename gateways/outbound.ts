@@ -20,6 +20,7 @@ import { parseTarget, type Target } from '../src/network.js';
 import { serveService, type ServiceServer } from '../src/service.js';
 import { SocketEndpoint, type Endpoint } from '../src/switch.js';
 import type { GatewayCore, ConnectionInfo } from './gateway.js';
+import { Handshake } from './handshake.js';
 import { WebSocketEndpoint } from './ws-endpoint.js';
 
 const OK = Buffer.from('ok');
@@ -77,29 +78,12 @@ export class OutboundService {
       local.destroy();
       return;
     }
-    let settled = false;
     let remote: { destroy(): void } | null = null;
-    const untrack = core.track({ close: (reason, err) => refuse(err ?? ipcError(ErrorCode.SHUTDOWN, reason)) });
-    const timer = setTimeout(
-      () => refuse(ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `outbound handshake not done within ${core.options.handshakeTimeout} ms`)),
-      core.options.handshakeTimeout,
-    );
-
-    const settle = (): boolean => {
-      if (settled) return false;
-      settled = true;
-      clearTimeout(timer);
-      untrack();
-      local.off('data', onUri);
-      local.off('end', onEnd);
-      return true;
-    };
-    const refuse = (err: Error, extra: Record<string, unknown> = {}): void => {
-      if (!settle()) return;
+    const handshake = new Handshake(core, info, () => {
       remote?.destroy();
       local.destroy();
-      core.refuse(info, err, extra);
-    };
+    }).expireAt(performance.now() + core.options.handshakeTimeout, 'outbound handshake');
+    const refuse = (err: Error, extra?: Record<string, unknown>) => handshake.refuse(err, extra);
     const onEnd = () => refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'local client closed before sending a URI'));
     let received: Buffer = Buffer.alloc(0);
     const onUri = (chunk: Buffer) => {
@@ -134,10 +118,11 @@ export class OutboundService {
       remote = attempt;
       attempt.ready.then(
         (endpoint) => {
-          if (!settle()) {
+          if (!handshake.settle()) {
             endpoint.destroy();
             return;
           }
+          local.off('end', onEnd);
           local.write(FRAMED_OK);
           const client = new SocketEndpoint('client', local, core.options.maxPayload);
           const connInfo: ConnectionInfo = { ...info, uri, remote: `${target.host}:${target.port}` };

@@ -9,6 +9,7 @@ import type net from 'node:net';
 import { TcpGateway, noop, type TcpGatewayOptions } from './tcp.js';
 import { serveByteClient } from './byte-client.js';
 import type { ConnectionInfo, GatewayCore } from './gateway.js';
+import { Handshake } from './handshake.js';
 import { ErrorCode, ipcError } from '../src/errors.js';
 import { TlsMaterial, clientIdentity, identityProblem, type TlsServerSettings } from './tls-material.js';
 
@@ -99,32 +100,13 @@ export function terminateTls(
   next: (socket: tls.TLSSocket, info: ConnectionInfo) => void,
 ): void {
   const settings = material.settings;
-  let settled = false;
   let secureSocket: tls.TLSSocket | null = null;
-  const untrack = core.track({
-    close(reason: string, err?: Error) {
-      refuse(err ?? ipcError(ErrorCode.SHUTDOWN, reason));
-    },
-  });
-  const timer = setTimeout(() => {
-    refuse(ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `TLS handshake not finished within ${core.options.handshakeTimeout} ms`));
-  }, Math.max(0, deadline - performance.now()));
-
-  function settle(): boolean {
-    if (settled) return false;
-    settled = true;
-    clearTimeout(timer);
-    untrack();
+  const handshake = new Handshake(core, info, () => {
     pendingByRaw.delete(raw);
-    raw.off('close', onRawClose);
-    return true;
-  }
-  function refuse(err: Error, extra: Record<string, unknown> = {}): void {
-    if (!settle()) return;
     secureSocket?.destroy();
     raw.destroy();
-    core.refuse(info, err, extra);
-  }
+  }).expireAt(deadline, 'TLS handshake');
+  const refuse = (err: Error, extra?: Record<string, unknown>) => handshake.refuse(err, extra);
   function onRawClose(): void {
     refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed during the TLS handshake'));
   }
@@ -148,7 +130,9 @@ export function terminateTls(
         refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, problem), { tls: tlsInfo });
         return;
       }
-      if (!settle()) return;
+      if (!handshake.settle()) return;
+      pendingByRaw.delete(raw);
+      raw.off('close', onRawClose);
       next(socket, { ...info, tls: tlsInfo });
     },
   });
