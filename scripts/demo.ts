@@ -57,7 +57,7 @@ try {
   await Promise.all([
     start('tcpd', ['--listen', `${host}:${ports.tcp}`, '--allow', 'pong']),
     start('tlsd', ['--listen', `${host}:${ports.tls}`, '--allow', 'pong', '--cert', `${certs}/server.pem`, '--key', `${certs}/server-key.pem`]),
-    start('wsd', ['--listen', `${host}:${ports.ws}`, '--allow', 'pong', '--text']),
+    start('wsd', ['--listen', `${host}:${ports.ws}`, '--allow', 'pong', '--text', '--origin', `http://${host}:${ports.ws}`]),
   ]);
 } catch (err) {
   process.stderr.write(`demo: ${(err as Error).message}\n`);
