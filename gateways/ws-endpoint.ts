@@ -43,13 +43,24 @@ export class WebSocketEndpoint extends Endpoint {
     this.decoder = new FrameDecoder(maxPayload);
     this.text = text;
     this.peerAddress = peer;
-    // Until the switch starts, messages are kept (a remote may speak right after the 101).
+    // Until the switch starts, messages, an error and a close are kept (a remote may
+    // speak, or break the protocol, right after its 101).
     ws.on('message', this.keepEarly);
+    ws.on('error', this.keepEarlyError);
+    ws.on('close', this.keepEarlyClose);
   }
 
   private early: Buffer[] = [];
+  private earlyError: Error | null = null;
+  private earlyClose = false;
   private readonly keepEarly = (data: Buffer) => {
     this.early.push(data);
+  };
+  private readonly keepEarlyError = (err: Error) => {
+    this.earlyError ??= err;
+  };
+  private readonly keepEarlyClose = () => {
+    this.earlyClose = true;
   };
 
   get messagesIn(): number {
@@ -132,6 +143,8 @@ export class WebSocketEndpoint extends Endpoint {
     const endpoint = this;
     const ws = this.ws;
     ws.off('message', this.keepEarly);
+    ws.off('error', this.keepEarlyError);
+    ws.off('close', this.keepEarlyClose);
     const early = this.early;
     this.early = [];
     ws.on('message', function wsOnMessage(data: Buffer) {
@@ -154,5 +167,7 @@ export class WebSocketEndpoint extends Endpoint {
       endpoint.bytesIn += data.length;
       owner.input(endpoint, data);
     }
+    if (this.earlyError) owner.fail(endpoint, this.earlyError);
+    else if (this.earlyClose) owner.transportClosed(endpoint);
   }
 }

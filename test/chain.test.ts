@@ -17,6 +17,7 @@
  * seen within a bound is a prompt refusal, never a timeout.
  */
 import test, { type ExecutionContext } from 'ava';
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -821,3 +822,113 @@ test('every scenario of INDEX.json that this file covers exists', (t) => {
     t.true(scenarios.has(name), name);
   }
 });
+
+// ---------------------------------------------------------------------------------------
+// The outbound ws service against a fake remote that speaks right after its 101
+
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+/**
+ * A fake remote WebSocket gateway on a raw TCP server (not half-open: it closes once
+ * wsd ends its side): it answers each upgrade with a valid 101 and, in the same write,
+ * the raw bytes `after` (RFC 6455 §4.2.2). Records each request's path.
+ */
+async function fakeWsRemote(t: ExecutionContext, after: Buffer, halfOpen = false): Promise<{ port: number; paths: string[] }> {
+  const paths: string[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: halfOpen }, (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    let head = '';
+    socket.on('data', function onHead(chunk: Buffer) {
+      head += chunk.toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      socket.off('data', onHead);
+      socket.resume(); // what follows (masked frames, the close frame) is read and ignored
+      paths.push(/^GET (\S+) /.exec(head)?.[1] ?? '');
+      const key = /^sec-websocket-key:\s*(\S+)\s*$/im.exec(head.slice(0, end))?.[1] ?? '';
+      const accept = createHash('sha1').update(key + WS_GUID).digest('base64');
+      const response =
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        `Sec-WebSocket-Accept: ${accept}\r\n\r\n`;
+      socket.write(Buffer.concat([Buffer.from(response, 'latin1'), after]));
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  t.teardown(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { port: (server.address() as net.AddressInfo).port, paths };
+}
+
+/** A wsd of the test's own that only serves outbound (`ws`, `wss` in a fresh run directory). */
+async function outboundWsd(t: ExecutionContext): Promise<{ proc: Proc; wsPath: string }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ipcw-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const rundir = path.join(dir, 'run');
+  await mkdir(rundir, { mode: 0o770 });
+  const proc = spawnDaemon(t.teardown.bind(t), 'wsd', rundir, ['--outbound-only', '--handshake-timeout', DAEMON_TIMEOUT]);
+  await proc.listening(2);
+  return { proc, wsPath: path.join(rundir, 'ws') };
+}
+
+chainTest('outbound ws: a message the remote sends in the same write as its 101 reaches the local client after the framed ok', async (t) => {
+  const remote = await fakeWsRemote(t, Buffer.from('810568656c6c6f', 'hex')); // FIN, text, unmasked, 'hello'
+  const wsd = await outboundWsd(t);
+  const uri = `ws://127.0.0.1:${remote.port}/pong`;
+  const r = await exchange({ path: wsd.wsPath }, frame(uri), WAIT, (got) => got.length >= 6 + 9);
+  t.is(r.received, FRAMED_OK + '0000000568656c6c6f');
+  t.is(r.end, 'enough');
+  t.deepEqual(remote.paths, ['/pong']);
+  t.true(wsd.proc.running);
+});
+
+chainTest('outbound ws: an invalid frame in the same write as the 101 closes the local connection, logged, and wsd keeps serving', async (t) => {
+  const remote = await fakeWsRemote(t, Buffer.from('f100', 'hex')); // RSV1-3 set: invalid without extensions
+  const wsd = await outboundWsd(t);
+  const uri = `ws://127.0.0.1:${remote.port}/pong`;
+  const r = await exchange({ path: wsd.wsPath }, frame(uri), WAIT);
+  t.is(r.end, 'eof', 'the local connection is closed');
+  t.true(r.received === '' || r.received === FRAMED_OK, r.received);
+  const line = await wsd.proc.waitLog(
+    (l) => (l.msg === 'connection closed' || l.msg === 'connection refused') && l['uri'] === uri,
+    WAIT,
+    `the end of the connection to ${uri}`,
+  );
+  t.truthy(line['reason']);
+  t.true(wsd.proc.running, `wsd runs; stderr: ${wsd.proc.stderr}`);
+  // Another outbound connection through the same wsd, to B's real wsd.
+  const good = await exchange(
+    { path: wsd.wsPath },
+    frame(`ws://127.0.0.1:${world.port.ws}/pong`),
+    WAIT,
+    (got) => got.length >= 19,
+    (got, socket) => {
+      if (got.toString('hex') === FRAMED_OK) socket.write(Buffer.from(BOUNCE, 'hex'));
+    },
+  );
+  t.is(good.received, FRAMED_OK + BOUNCE);
+  t.true(wsd.proc.running);
+});
+
+// An error raised by ws between 'open' and the start of the switch (the bad frame came
+// with the 101) is kept by the endpoint and ends the switch as soon as it starts: the
+// local connection closes at once, with the error's code, even if the remote stays open.
+test(
+  'outbound ws: an invalid frame with the 101 ends the local connection promptly, with its error logged, even if the remote stays open',
+  (t) => slot(async () => {
+    const remote = await fakeWsRemote(t, Buffer.from('f100', 'hex'), true);
+    const wsd = await outboundWsd(t);
+    const uri = `ws://127.0.0.1:${remote.port}/pong`;
+    const r = await exchange({ path: wsd.wsPath }, frame(uri), WAIT);
+    t.is(r.end, 'eof', `the local connection is closed within ${WAIT} ms`);
+    const line = await wsd.proc.waitLog((l) => l['uri'] === uri, WAIT, `the end of the connection to ${uri}`);
+    t.is(typeof line['code'], 'string', `the frame error is logged: ${JSON.stringify(line)}`);
+  }),
+);

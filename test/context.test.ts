@@ -535,3 +535,141 @@ test('a program slower than its peer stops reading at maxQueuedEvents and loses 
   t.is(seen.length, written);
   t.true(seen.every((n, i) => n === i));
 });
+
+// A client that sends without ever reading must not make a pongd-style program buffer
+// its replies without bound: schedule() pauses the connection until the client reads.
+test('a client that floods an echo program and never reads is paused: the program holds a bounded amount, then everything echoes', async (t) => {
+  const rundir = tempDir(t);
+  const server = context(t, { rundir });
+  const loop = pongd(server);
+  await server.serve('pong');
+  const client = new RawClient(t, path.join(rundir, 'pong'));
+  // The client does not read until the flood is over.
+  client.socket.pause();
+  await client.connected();
+  await until(() => ofType(loop.events, EventType.CONNECTION).length === 1, 'CONNECTION');
+  const held = ofType(loop.events, EventType.CONNECTION)[0]!.connection!.socket;
+
+  // At most 32 MB, written as long as the kernel takes them; stuck once no drain comes.
+  const BUDGET = 32 * 1024 * 1024;
+  const BOUND = 4 * 1024 * 1024;
+  const body = 'p'.repeat(4000);
+  const sent: string[] = [];
+  let written = 0;
+  let peak = 0;
+  let stuck = false;
+  const sampler = setInterval(() => (peak = Math.max(peak, held.writableLength)), 5);
+  t.teardown(() => clearInterval(sampler));
+  while (written < BUDGET) {
+    const message = `${sent.length}:${body}`;
+    sent.push(message);
+    const frame = encodeFrame(message);
+    written += frame.length;
+    if (client.socket.write(frame)) continue;
+    const drained = await within(once(client.socket, 'drain'), 'drain', 300).then(
+      () => true,
+      () => false,
+    );
+    if (!drained) {
+      stuck = true;
+      break;
+    }
+  }
+  clearInterval(sampler);
+  peak = Math.max(peak, held.writableLength);
+  t.true(stuck, `the client was never paused (wrote ${written} bytes)`);
+  t.true(peak < BOUND, `the program held ${peak} bytes of replies for a client that does not read`);
+  t.true(held.isPaused(), 'the context stopped reading the connection');
+
+  // Reading resumes: every message comes back whole and in order.
+  client.socket.resume();
+  await until(() => client.received.length >= written, `${written} bytes echoed (got ${client.received.length})`);
+  const echoed = client.payloads;
+  t.is(echoed.length, sent.length);
+  const firstBad = echoed.findIndex((p, i) => p !== sent[i]);
+  t.is(firstBad, -1, `message ${firstBad} differs`);
+  t.is(client.received.length, written);
+});
+
+/** A gateway context serving `front`, a client on it, and the client's connection in the context. */
+async function frontClient(t: ExecutionContext, gateway: Context, rundir: string): Promise<[RawClient, Connection]> {
+  await gateway.serve('front');
+  const peer = await new RawClient(t, path.join(rundir, 'front')).connected();
+  const accepted = await expectEvent(t, gateway, EventType.CONNECTION);
+  return [peer, accepted.connection!];
+}
+
+// A gateway reads a first message (which service?) with the context, then switches: bytes
+// of the next message that came in the same reads must not be lost.
+for (const cut of [1, 4, 6, 12]) {
+  test(`addSwitch passes on a partial frame the context already read (cut after ${cut} bytes)`, async (t) => {
+    const rundir = tempDir(t);
+    const backend = context(t, { rundir });
+    const echo = pongd(backend);
+    await backend.serve('pong');
+    const gateway = context(t, { rundir });
+    const [peer, front] = await frontClient(t, gateway, rundir);
+
+    const second = encodeFrame('second message');
+    const first = encodeFrame('pong');
+    peer.socket.write(Buffer.concat([first, second.subarray(0, cut)]));
+    t.is((await expectEvent(t, gateway, EventType.MESSAGE_RX)).payload?.toString(), 'pong');
+    await until(() => front.socket.bytesRead === first.length + cut, 'the context to read the partial frame');
+
+    gateway.addSwitch(front, await gateway.connect('pong'));
+    peer.socket.write(second.subarray(cut));
+    // A service that got a corrupt stream closes: the client is closed instead.
+    await until(() => peer.payloads.length === 1 || peer.closed, 'the echo');
+    t.deepEqual(peer.payloads, ['second message']);
+    t.deepEqual(
+      ofType(echo.events, EventType.MESSAGE_RX).map((e) => e.payload?.toString()),
+      ['second message'],
+    );
+    t.deepEqual(ofType(echo.events, EventType.ERROR), []);
+  });
+}
+
+/** An external client on a server that is not half-open (Node's default). */
+async function plainExternalPair(t: ExecutionContext, dir: string): Promise<[RawClient, net.Socket]> {
+  const server = net.createServer();
+  const socketPath = path.join(dir, 'plain');
+  server.listen(socketPath);
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  await within(once(server, 'listening'), 'listen');
+  const accepted = once(server, 'connection');
+  const peer = await new RawClient(t, socketPath).connected();
+  const [socket] = (await within(accepted, 'accept')) as [net.Socket];
+  t.teardown(() => socket.destroy());
+  return [peer, socket];
+}
+
+test("addSwitch removes only the context's listeners: Node's own 'end' listener and the program's stay", async (t) => {
+  const rundir = tempDir(t);
+  const backend = context(t, { rundir });
+  const echo = pongd(backend);
+  await backend.serve('pong');
+  const gateway = context(t, { rundir });
+  const [peer, socket] = await plainExternalPair(t, rundir);
+  t.false(socket.allowHalfOpen);
+  const nodeEnd = socket.listeners('end');
+  t.true(nodeEnd.length > 0, "Node puts its own 'end' listener on a socket");
+  let programSawClose = false;
+  const programOnClose = () => (programSawClose = true);
+  socket.on('close', programOnClose);
+
+  const ext = gateway.addExternal(socket);
+  gateway.addSwitch(ext, await gateway.connect('pong'));
+  for (const listener of nodeEnd) t.true(socket.listeners('end').includes(listener), `'end' listener ${listener.name} kept`);
+  t.true(socket.listeners('close').includes(programOnClose), "the program's 'close' listener kept");
+
+  peer.socket.write(encodeFrame('one'));
+  await until(() => peer.payloads.length === 1, 'the echo');
+  // The switch ends with the client: nothing left open on either side.
+  peer.socket.end();
+  const end = await expectEvent(t, gateway, EventType.DISCONNECTION);
+  t.is(end.connection, ext);
+  await until(() => peer.closed && socket.destroyed, 'both ends of the client connection closed');
+  await until(() => ofType(echo.events, EventType.DISCONNECTION).length === 1, "the service's DISCONNECTION");
+  t.true(programSawClose);
+  t.deepEqual(peer.payloads, ['one']);
+});

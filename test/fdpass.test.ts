@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { MAX_CONCURRENT_LOOKUPS, connectIpc } from '../src/client.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
 import { encodeFrame } from '../src/frame.js';
 import {
@@ -337,4 +338,55 @@ test('connectUnix reports an absent service as IPC_ERR_SERVICE_UNAVAILABLE', (t)
 test('descriptorOf refuses a socket without a descriptor', (t) => {
   const socket = new net.Socket();
   assertFdError(t, t.throws(() => descriptorOf(socket)));
+});
+
+// Each waiting receive holds a libuv threadpool thread (PROTOCOL.md §4a): connectIpc must
+// not start more lookups at once than MAX_CONCURRENT_LOOKUPS, whatever the caller asks.
+test('connectIpc runs at most MAX_CONCURRENT_LOOKUPS lookups at once, and every lookup gets its descriptor', async (t) => {
+  const dir = tempDir(t);
+  const echoPath = path.join(dir, 'echo');
+  await echoServer(t, echoPath);
+  // A fake ipcd: counts the lookups it holds (accepted, not answered yet) and answers
+  // each after a delay with ok and a connection to the echo service.
+  const DELAY = 150;
+  const lookups: string[] = [];
+  let held = 0;
+  let peak = 0;
+  const ipcd = net.createServer((conn) => {
+    held++;
+    peak = Math.max(peak, held);
+    conn.on('error', (err) => t.fail(String(err)));
+    conn.once('data', (frame) => {
+      lookups.push(frame.subarray(4).toString());
+      setTimeout(() => {
+        const service = net.connect(echoPath, () => {
+          held--;
+          sendFd(descriptorOf(conn), descriptorOf(service));
+          service.destroy();
+          conn.destroy();
+        });
+        // Paused before it connects, so Node never reads the socket it hands over.
+        service.pause();
+        service.on('error', (err) => t.fail(String(err)));
+      }, DELAY);
+    });
+  });
+  await listen(t, ipcd, path.join(dir, 'ipc'));
+
+  const count = MAX_CONCURRENT_LOOKUPS * 3;
+  const sockets = await Promise.all(
+    Array.from({ length: count }, () => connectIpc('echo', { rundir: dir, network: 'echo unix://echo', lookupTimeout: 10_000 })),
+  );
+  for (const socket of sockets) {
+    t.teardown(() => socket.destroy());
+    socket.on('error', (err) => t.fail(String(err)));
+  }
+  t.is(peak, MAX_CONCURRENT_LOOKUPS, 'lookups held by ipcd at once');
+  t.is(lookups.length, count);
+  t.true(lookups.every((l) => l === 'echo;echo unix://echo'));
+  const replies = await Promise.all(sockets.map((socket, i) => roundTrip(socket, `hello ${i}`)));
+  t.deepEqual(
+    replies,
+    sockets.map((_, i) => `hello ${i}`),
+  );
 });

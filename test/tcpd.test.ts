@@ -7,6 +7,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { GatewayCore } from '../gateways/gateway.js';
 import { TcpGateway, type TcpGatewayOptions } from '../gateways/tcp.js';
 import { startPongd, startTcpd, type Tcpd } from './helpers/daemon.js';
 import { byMsg, captureLogger, codeOf, type LogLine, type LogSink } from './helpers/log-sink.js';
@@ -430,4 +431,119 @@ test('SIGTERM closes what is still open when the drain timeout expires, then exi
   const line = await tcpd.daemon.log.waitFor(byMsg('connection closed', open.peer), WAIT, 'teardown');
   t.is(codeOf(line), 'IPC_ERR_SHUTDOWN');
   t.deepEqual(await tcpd.daemon.waitExit(WAIT), { code: 0, signal: null });
+});
+
+// ---------------------------------------------------------------------------------------
+// Idle timeout
+
+const IDLE = 1000;
+
+test('idleTimeout closes a switched connection without traffic, logged with IPC_ERR_IDLE_TIMEOUT, and spares a busy one', async (t) => {
+  const gw = await gatewayWithPong(t, { idleTimeout: IDLE });
+  const quiet = await gw.session();
+  const busy = await gw.session();
+  await probeEcho(quiet);
+  // The busy client echoes every ~100 ms until the quiet one is closed, then for 1.5
+  // idle periods more (bounded in count either way).
+  let quietClosed = false;
+  const busyLoop = (async () => {
+    let after = 0;
+    for (let i = 0; i < 500 && after < (1.5 * IDLE) / 100; i++) {
+      await probeEcho(busy);
+      await pause(100);
+      if (quietClosed) after++;
+    }
+    return after;
+  })().catch((err: Error) => err);
+  await quiet.expectEof(IDLE + WAIT);
+  quietClosed = true;
+  const line = await closed(t, gw.log, quiet, 'IPC_ERR_IDLE_TIMEOUT');
+  t.is(line['level'], 40, 'logged as a warning');
+  t.is(line['messagesIn'], 1);
+  t.is(await busyLoop, 15, 'the busy client kept echoing after the quiet one was closed');
+  t.false(busy.finished, 'the busy connection is still open');
+  t.deepEqual(gw.log.filter(byMsg('connection closed', busy.peer)), []);
+  await closeCleanly(busy);
+  t.is(codeOf(await closed(t, gw.log, busy)), undefined);
+});
+
+for (const [what, options] of [
+  ['by default', {}],
+  ['with idleTimeout 0', { idleTimeout: 0 }],
+] as const) {
+  test(`a quiet switched connection is never closed for idleness ${what}`, async (t) => {
+    const gw = await gatewayWithPong(t, options);
+    const client = await gw.session();
+    await probeEcho(client);
+    // Quiet for longer than the idle timeout used above.
+    await pause(1.5 * IDLE);
+    t.false(client.finished);
+    await probeEcho(client);
+    t.deepEqual(gw.log.filter(byMsg('connection closed', client.peer)), []);
+  });
+}
+
+test('tcpd --idle-timeout closes a quiet connection with IPC_ERR_IDLE_TIMEOUT in its log line', async (t) => {
+  const tcpd = await tcpdForSignals(t, ['--idle-timeout', '500']);
+  const client = await tcpSession(t, tcpd.port);
+  await probeEcho(client);
+  await client.expectEof(500 + WAIT);
+  const line = await tcpd.daemon.log.waitFor(byMsg('connection closed', client.peer), WAIT, 'teardown');
+  t.is(codeOf(line), 'IPC_ERR_IDLE_TIMEOUT');
+  t.is(line['service'], 'pong');
+  t.true(tcpd.daemon.running);
+  await probeEcho(await tcpSession(t, tcpd.port));
+});
+
+// ---------------------------------------------------------------------------------------
+// GatewayCore.close()
+
+/** Resolves `promise`, or rejects once `ms` passed. */
+async function settledWithin<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('GatewayCore.close() called twice: both calls resolve once the last connection leaves', async (t) => {
+  const core = new GatewayCore({ rundir: await tempRundir(t), allow: '*', drainTimeout: 60_000 });
+  t.teardown(() => core.destroy());
+  const untrack = core.track({ close: () => untrack() });
+  const first = core.close();
+  const second = core.close();
+  let settled = 0;
+  void first.then(() => settled++);
+  void second.then(() => settled++);
+  await pause(50);
+  t.is(settled, 0, 'both wait for the open connection');
+  untrack();
+  await settledWithin(Promise.all([first, second]), WAIT, 'both close() calls');
+  await settledWithin(core.close(), WAIT, 'a third close()');
+});
+
+test('GatewayCore.close() called twice: both calls resolve when the drain timeout cuts the connections', async (t) => {
+  const core = new GatewayCore({ rundir: await tempRundir(t), allow: '*', drainTimeout: 100 });
+  t.teardown(() => core.destroy());
+  const reasons: string[] = [];
+  const untrack = core.track({
+    close: (reason) => {
+      reasons.push(reason);
+      untrack();
+    },
+  });
+  await settledWithin(Promise.all([core.close(), core.close()]), 100 + WAIT, 'both close() calls');
+  t.deepEqual(reasons, ['gateway shut down']);
+  t.is(core.connections, 0);
+});
+
+test('GatewayCore.close() called twice with no connection: both resolve', async (t) => {
+  const core = new GatewayCore({ rundir: await tempRundir(t), allow: '*' });
+  await settledWithin(Promise.all([core.close(), core.close()]), WAIT, 'both close() calls');
+  t.true(core.isClosing);
 });
