@@ -1,11 +1,10 @@
 import test from 'ava';
 import tls from 'node:tls';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import {
@@ -15,6 +14,7 @@ import {
   type CertificateAndKey,
   type KeyType,
 } from '../src/certs.js';
+import { tempDirSync } from './helpers/rundir.js';
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -180,12 +180,6 @@ test('days sets the validity period and an empty one is refused', (t) => {
   t.throws(() => createServerCertificate({ cert: ca.cert, key: sets.rsa.ca.key }), { instanceOf: TypeError });
 });
 
-function tempDir(t: { teardown(fn: () => void): void }): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'gen-certs-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 async function genCertsIn(dir: string, ...args: string[]): Promise<string> {
   const { stdout } = await run(process.execPath, ['--import', 'tsx', genCerts, '--dir', dir, ...args], { cwd: root });
   return stdout;
@@ -196,7 +190,7 @@ function contents(dir: string): Record<string, string> {
 }
 
 test('gen-certs writes the six files with private keys mode 0600', async (t) => {
-  const dir = path.join(tempDir(t), 'certs');
+  const dir = path.join(tempDirSync(t, 'gen-certs-'), 'certs');
   const out = await genCertsIn(dir);
   t.is(out.match(/^created /gm)?.length, 3);
   for (const file of FILES) {
@@ -209,7 +203,7 @@ test('gen-certs writes the six files with private keys mode 0600', async (t) => 
 });
 
 test('gen-certs keeps valid files on a second run', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'gen-certs-');
   await genCertsIn(dir);
   const first = contents(dir);
   const out = await genCertsIn(dir);
@@ -218,7 +212,7 @@ test('gen-certs keeps valid files on a second run', async (t) => {
 });
 
 test('gen-certs regenerates an invalid server certificate and keeps the rest', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'gen-certs-');
   await genCertsIn(dir);
   const first = contents(dir);
   writeFileSync(path.join(dir, 'server.pem'), 'not a certificate\n');
@@ -232,7 +226,7 @@ test('gen-certs regenerates an invalid server certificate and keeps the rest', a
 });
 
 test('gen-certs replaces an expired certificate and a certificate from another CA', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'gen-certs-');
   await genCertsIn(dir);
   const ca = { cert: readFileSync(path.join(dir, 'ca.pem'), 'utf8'), key: readFileSync(path.join(dir, 'ca-key.pem'), 'utf8') };
   const day = 86_400_000;
@@ -249,7 +243,7 @@ test('gen-certs replaces an expired certificate and a certificate from another C
 });
 
 test('gen-certs regenerates everything the CA signed when the CA is replaced', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'gen-certs-');
   await genCertsIn(dir);
   const first = contents(dir);
   rmSync(path.join(dir, 'ca-key.pem'));

@@ -1,42 +1,13 @@
 import test, { type ExecutionContext } from 'ava';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { Connection, ConnectionKind, Context, EventType, type ContextOptions, type EventTypeValue, type IpcEvent } from '../src/context.js';
 import { DEFAULT_MAX_PAYLOAD, FrameDecoder, encodeFrame, encodeHeader } from '../src/frame.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
-
-const WAIT = 10_000;
-
-/** Rejects when `promise` takes longer than `ms`: every wait in these tests is bounded. */
-async function within<T>(promise: Promise<T>, what: string, ms = WAIT): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `condition` every few ms, for at most `ms`. */
-async function until(condition: () => boolean, what: string, ms = WAIT): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
-
-function tempDir(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'libipc-context-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { WAIT, within, until } from './helpers/wait.js';
+import { tempDirSync } from './helpers/rundir.js';
 
 /** A context closed when the test ends. */
 function context(t: ExecutionContext, options: ContextOptions): Context {
@@ -113,7 +84,7 @@ function ofType(events: IpcEvent[], type: EventTypeValue, connection?: Connectio
 // Serving and connecting
 
 test('serve, connect and schedule give CONNECTION, MESSAGE_TX, MESSAGE_RX and DISCONNECTION', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir });
   const served = await server.serve('pong');
   t.is(served.path, path.join(rundir, 'pong'));
@@ -148,7 +119,7 @@ test('serve, connect and schedule give CONNECTION, MESSAGE_TX, MESSAGE_RX and DI
 });
 
 test('messages of every size, empty included, arrive whole and in order', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir });
   await server.serve('sizes');
   const client = context(t, { rundir });
@@ -162,7 +133,7 @@ test('messages of every size, empty included, arrive whole and in order', async 
 });
 
 test('the service closing a connection gives DISCONNECTION on the client side', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir });
   await server.serve('pong');
   const client = context(t, { rundir });
@@ -173,14 +144,14 @@ test('the service closing a connection gives DISCONNECTION on the client side', 
 });
 
 test('connect to a name nobody serves fails with IPC_ERR_SERVICE_UNAVAILABLE naming the path', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const client = context(t, { rundir });
   const err = await t.throwsAsync(client.connect('nobody'), { instanceOf: IpcError, code: ErrorCode.SERVICE_UNAVAILABLE });
   t.true(err?.message.includes(path.join(rundir, 'nobody')));
 });
 
 test('serve of a name another context serves fails with IPC_ERR_SERVICE_IN_USE and the first keeps serving', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const first = context(t, { rundir });
   pongd(first);
   await first.serve('pong');
@@ -194,7 +165,7 @@ test('serve of a name another context serves fails with IPC_ERR_SERVICE_IN_USE a
 });
 
 test('closeAll resolves a pending waitEvent with null and removes the served socket', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const ctx = context(t, { rundir, timer: 60_000 });
   const served = await ctx.serve('pong');
   const waiting = ctx.waitEvent();
@@ -205,7 +176,7 @@ test('closeAll resolves a pending waitEvent with null and removes the served soc
 });
 
 test('closeAll ends a for-await loop over the context and closes its connections', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const ctx = context(t, { rundir });
   const loop = pongd(ctx);
   await ctx.serve('pong');
@@ -220,7 +191,7 @@ test('closeAll ends a for-await loop over the context and closes its connections
 // TIMER
 
 test('waitEvent yields TIMER after `timer` ms without an event', async (t) => {
-  const ctx = context(t, { rundir: tempDir(t), timer: 20 });
+  const ctx = context(t, { rundir: tempDirSync(t, 'libipc-context-'), timer: 20 });
   const event = await expectEvent(t, ctx, EventType.TIMER);
   t.is(event.connection, undefined);
   let timers = 0;
@@ -231,7 +202,7 @@ test('waitEvent yields TIMER after `timer` ms without an event', async (t) => {
 });
 
 test('the timer can be set and changed at any time, and queued events come before TIMER', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const ctx = context(t, { rundir });
   t.is(ctx.timer, null);
   ctx.timer = 10;
@@ -249,7 +220,7 @@ test('the timer can be set and changed at any time, and queued events come befor
 // EXTERNAL
 
 test('an external socket yields EXTERNAL events carrying its raw bytes, then DISCONNECTION', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'libipc-context-');
   const ctx = context(t, { rundir: dir });
   const server = net.createServer();
   const socketPath = path.join(dir, 'external');
@@ -289,7 +260,7 @@ async function externalPair(t: ExecutionContext, dir: string): Promise<[RawClien
 }
 
 test('addSwitch joins an external socket and a service connection, with SWITCH_RX and SWITCH_TX events', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const backend = context(t, { rundir });
   const echo = pongd(backend);
   await backend.serve('pong');
@@ -328,7 +299,7 @@ test('addSwitch joins an external socket and a service connection, with SWITCH_R
 });
 
 test('without switchEvents a switch yields only its DISCONNECTION', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const backend = context(t, { rundir });
   pongd(backend);
   await backend.serve('pong');
@@ -345,7 +316,7 @@ test('without switchEvents a switch yields only its DISCONNECTION', async (t) =>
 });
 
 test('an oversize frame through a switch yields DISCONNECTION with the coded error in its summary', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const backend = context(t, { rundir });
   const echo = pongd(backend);
   await backend.serve('pong');
@@ -369,7 +340,7 @@ test('an oversize frame through a switch yields DISCONNECTION with the coded err
 
 // A program stopping on SIGTERM must not keep its switched clients connected.
 test('closeAll also closes switched connections', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const backend = context(t, { rundir });
   pongd(backend);
   await backend.serve('pong');
@@ -394,7 +365,7 @@ const oversize: Array<[string, ContextOptions, number]> = [
 
 for (const [what, options, length] of oversize) {
   test(`a payload over ${what} yields ERROR with its code and closes only that connection`, async (t) => {
-    const rundir = tempDir(t);
+    const rundir = tempDirSync(t, 'libipc-context-');
     const server = context(t, { rundir, ...options });
     const loop = pongd(server);
     await server.serve('pong');
@@ -431,7 +402,7 @@ for (const [what, options, length] of oversize) {
 }
 
 test('a connection ending inside a frame yields ERROR with IPC_ERR_TRUNCATED_FRAME then DISCONNECTION', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir });
   const loop = pongd(server);
   await server.serve('pong');
@@ -451,7 +422,7 @@ test('a connection ending inside a frame yields ERROR with IPC_ERR_TRUNCATED_FRA
 // Whether a valid message shares a read with a bad header must not decide its fate
 // (docs/errors.md: "complete frames before it were delivered").
 test('a message that arrives in the same read as an oversize header is delivered before ERROR', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir });
   const loop = pongd(server);
   await server.serve('pong');
@@ -467,7 +438,7 @@ test('a message that arrives in the same read as an oversize header is delivered
 // Half-close
 
 test('a message sent together with FIN is still echoed by a pongd loop', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir });
   const loop = pongd(server);
   await server.serve('pong');
@@ -484,7 +455,7 @@ test('a message sent together with FIN is still echoed by a pongd loop', async (
 });
 
 test('several messages coalesced with FIN are all echoed in order', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir });
   pongd(server);
   await server.serve('pong');
@@ -498,7 +469,7 @@ test('several messages coalesced with FIN are all echoed in order', async (t) =>
 // Flow control
 
 test('a program slower than its peer stops reading at maxQueuedEvents and loses nothing', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir, maxQueuedEvents: 8 });
   await server.serve('pong');
   const client = await new RawClient(t, path.join(rundir, 'pong')).connected();
@@ -539,7 +510,7 @@ test('a program slower than its peer stops reading at maxQueuedEvents and loses 
 // A client that sends without ever reading must not make a pongd-style program buffer
 // its replies without bound: schedule() pauses the connection until the client reads.
 test('a client that floods an echo program and never reads is paused: the program holds a bounded amount, then everything echoes', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const server = context(t, { rundir });
   const loop = pongd(server);
   await server.serve('pong');
@@ -603,7 +574,7 @@ async function frontClient(t: ExecutionContext, gateway: Context, rundir: string
 // of the next message that came in the same reads must not be lost.
 for (const cut of [1, 4, 6, 12]) {
   test(`addSwitch passes on a partial frame the context already read (cut after ${cut} bytes)`, async (t) => {
-    const rundir = tempDir(t);
+    const rundir = tempDirSync(t, 'libipc-context-');
     const backend = context(t, { rundir });
     const echo = pongd(backend);
     await backend.serve('pong');
@@ -644,7 +615,7 @@ async function plainExternalPair(t: ExecutionContext, dir: string): Promise<[Raw
 }
 
 test("addSwitch removes only the context's listeners: Node's own 'end' listener and the program's stay", async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-context-');
   const backend = context(t, { rundir });
   const echo = pongd(backend);
   await backend.serve('pong');

@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, closeSync } from 'node:fs';
+import { existsSync, readFileSync, closeSync } from 'node:fs';
 import { once } from 'node:events';
 import net from 'node:net';
 import os from 'node:os';
@@ -19,6 +19,7 @@ import {
   socketPair,
   writeAll,
 } from '../src/fdpass.js';
+import { tempDirSync } from './helpers/rundir.js';
 
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
@@ -29,12 +30,6 @@ function fdFlags(fd: number): number {
   const match = /^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
   if (!match?.[1]) throw new Error(`no flags for descriptor ${fd}`);
   return parseInt(match[1], 8);
-}
-
-function tempDir(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'fdpass-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 const owned = new WeakMap<ExecutionContext, Set<number>>();
@@ -132,7 +127,7 @@ for (const kind of ['unix', 'tcp'] as const) {
       conn.on('error', (err) => t.fail(String(err)));
       handOverSocket(sender, conn);
     });
-    const address = kind === 'unix' ? path.join(tempDir(t), 'svc') : 0;
+    const address = kind === 'unix' ? path.join(tempDirSync(t, 'fdpass-'), 'svc') : 0;
     await listen(t, server, address);
     const client =
       kind === 'unix'
@@ -228,7 +223,7 @@ test('receives a descriptor sent by Python send_fds', async (t) => {
 });
 
 test('carries a whole lookup on an addon socket that Node never reads', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'fdpass-');
   const echoPath = path.join(dir, 'echo');
   await echoServer(t, echoPath);
   // A minimal ipcd: read the lookup frame, connect the service, pass that connection.
@@ -317,7 +312,7 @@ test('sendFd is bounded when the socket is full, and restores the mode it change
   // Fill a's send buffer: with a zero timeout writeAll stops as soon as it would wait.
   assertFdError(t, t.throws(() => writeAll(a, Buffer.alloc(16 << 20), 0)), 'ETIMEDOUT');
   // A non-blocking descriptor to pass: an addon socket connected to a throwaway server.
-  const socketPath = path.join(tempDir(t), 's');
+  const socketPath = path.join(tempDirSync(t, 'fdpass-'), 's');
   await listen(t, net.createServer(), socketPath);
   const passed = connectUnix(socketPath);
   own(t, passed);
@@ -329,7 +324,7 @@ test('sendFd is bounded when the socket is full, and restores the mode it change
 });
 
 test('connectUnix reports an absent service as IPC_ERR_SERVICE_UNAVAILABLE', (t) => {
-  const err = t.throws(() => connectUnix(path.join(tempDir(t), 'nobody')));
+  const err = t.throws(() => connectUnix(path.join(tempDirSync(t, 'fdpass-'), 'nobody')));
   t.true(err instanceof IpcError);
   t.is((err as IpcError).code, ErrorCode.SERVICE_UNAVAILABLE);
   t.is(((err as IpcError).cause as NodeJS.ErrnoException).code, 'ENOENT');
@@ -343,7 +338,7 @@ test('descriptorOf refuses a socket without a descriptor', (t) => {
 // Each waiting receive holds a libuv threadpool thread (PROTOCOL.md §4a): connectIpc must
 // not start more lookups at once than MAX_CONCURRENT_LOOKUPS, whatever the caller asks.
 test('connectIpc runs at most MAX_CONCURRENT_LOOKUPS lookups at once, and every lookup gets its descriptor', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'fdpass-');
   const echoPath = path.join(dir, 'echo');
   await echoServer(t, echoPath);
   // A fake ipcd: counts the lookups it holds (accepted, not answered yet) and answers

@@ -1,6 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   DEFAULT_RUNDIR,
@@ -12,13 +11,7 @@ import {
   servicePath,
 } from '../src/rundir.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
-
-/** A fresh directory under the system temp dir, removed when the test ends. */
-function tempDir(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'libipc-rundir-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDirSync } from './helpers/rundir.js';
 
 /** Runs `fn` with the process umask set to `mask`, restoring it afterwards. */
 function withUmask<T>(mask: number, fn: () => T): T {
@@ -125,7 +118,7 @@ test('servicePath accepts a socket path of 107 bytes and refuses 108 with IPC_ER
 
 for (const mask of [0, 0o022, 0o077]) {
   test.serial(`ensureRundir creates the run directory with mode 0770 under umask ${mask.toString(8).padStart(3, '0')}`, (t) => {
-    const rundir = path.join(tempDir(t), 'run');
+    const rundir = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
     withUmask(mask, () => ensureRundir(rundir));
     t.true(statSync(rundir).isDirectory());
     t.is(modeOf(rundir), 0o770);
@@ -133,13 +126,13 @@ for (const mask of [0, 0o022, 0o077]) {
 }
 
 test.serial('ensureRundir creates missing parents and accepts a trailing slash', (t) => {
-  const rundir = path.join(tempDir(t), 'a', 'b', 'run') + '/';
+  const rundir = path.join(tempDirSync(t, 'libipc-rundir-'), 'a', 'b', 'run') + '/';
   withUmask(0o077, () => ensureRundir(rundir));
   t.is(modeOf(rundir), 0o770);
 });
 
 test('ensureRundir leaves an existing directory as it is', (t) => {
-  const rundir = path.join(tempDir(t), 'run');
+  const rundir = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
   mkdirSync(rundir);
   chmodSync(rundir, 0o755);
   writeFileSync(path.join(rundir, 'keep'), 'data');
@@ -149,7 +142,7 @@ test('ensureRundir leaves an existing directory as it is', (t) => {
 });
 
 test('ensureRundir twice in a row is harmless', (t) => {
-  const rundir = path.join(tempDir(t), 'run');
+  const rundir = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
   ensureRundir(rundir);
   t.notThrows(() => ensureRundir(rundir));
   t.is(modeOf(rundir), 0o770);
@@ -157,7 +150,7 @@ test('ensureRundir twice in a row is harmless', (t) => {
 
 test('ensureRundir under a regular file fails with IPC_ERR_RUNDIR_UNUSABLE naming the path', (t) => {
   // Tests run as root, so modes do not stop them: a parent that is a file does.
-  const file = path.join(tempDir(t), 'file');
+  const file = path.join(tempDirSync(t, 'libipc-rundir-'), 'file');
   writeFileSync(file, 'not a directory');
   const rundir = path.join(file, 'run');
   const err = t.throws(() => ensureRundir(rundir), unusable);
@@ -169,7 +162,7 @@ test('ensureRundir under a regular file fails with IPC_ERR_RUNDIR_UNUSABLE namin
 });
 
 test('ensureRundir on a regular file fails with IPC_ERR_RUNDIR_UNUSABLE naming the path', (t) => {
-  const file = path.join(tempDir(t), 'run');
+  const file = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
   writeFileSync(file, 'not a directory');
   chmodSync(file, 0o644);
   const err = t.throws(() => ensureRundir(file), unusable);
@@ -179,7 +172,7 @@ test('ensureRundir on a regular file fails with IPC_ERR_RUNDIR_UNUSABLE naming t
 
 // access(W_OK|X_OK) alone would pass here for root: any file with an execute bit.
 test('ensureRundir on an executable regular file fails with IPC_ERR_RUNDIR_UNUSABLE', (t) => {
-  const file = path.join(tempDir(t), 'run');
+  const file = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
   writeFileSync(file, '#!/bin/sh\n');
   chmodSync(file, 0o755);
   const err = t.throws(() => ensureRundir(file), unusable);

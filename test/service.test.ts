@@ -1,35 +1,14 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { serveService, type ServeOptions, type ServiceServer } from '../src/service.js';
 import { connectService } from '../src/client.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
-
-const WAIT = 10_000;
-
-/** A fresh directory under the system temp dir, removed when the test ends. */
-function tempDir(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'libipc-service-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** Rejects when `promise` takes longer than `ms`: every wait in these tests is bounded. */
-async function within<T>(promise: Promise<T>, what: string, ms = WAIT): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+import { WAIT, within } from './helpers/wait.js';
+import { tempDirSync } from './helpers/rundir.js';
 
 function modeOf(file: string): number {
   return statSync(file).mode & 0o7777;
@@ -101,7 +80,7 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
 
 for (const mask of [0, 0o022, 0o077]) {
   test.serial(`the socket is 0660 and a new run directory 0770 under umask ${mask.toString(8).padStart(3, '0')}`, async (t) => {
-    const rundir = path.join(tempDir(t), 'run');
+    const rundir = path.join(tempDirSync(t, 'libipc-service-'), 'run');
     const previous = process.umask(mask);
     let served: ServiceServer;
     try {
@@ -120,7 +99,7 @@ for (const mask of [0, 0o022, 0o077]) {
 // Serving
 
 test('a served name accepts connections at $RUNDIR/<name> and hands them to onConnection', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const served = await serveEcho(t, 'pong', rundir);
   t.is(served.name, 'pong');
   t.true(served.server.listening);
@@ -128,14 +107,14 @@ test('a served name accepts connections at $RUNDIR/<name> and hands them to onCo
 });
 
 test('a run directory given with a trailing slash is used as it is', async (t) => {
-  const rundir = tempDir(t) + '/';
+  const rundir = tempDirSync(t, 'libipc-service-') + '/';
   const served = await serveEcho(t, 'pong', rundir);
   t.is(served.path, path.join(rundir, 'pong'));
   t.is(await roundTrip(served.path, 'x'), 'x');
 });
 
 test('with allowHalfOpen a reply written after the client half-closed still reaches it', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const served = await serveService('late', {
     rundir,
     allowHalfOpen: true,
@@ -153,7 +132,7 @@ test('with allowHalfOpen a reply written after the client half-closed still reac
 // Exclusivity
 
 test('a second serveService of a live name fails with IPC_ERR_SERVICE_IN_USE and the first keeps serving', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const first = await serveEcho(t, 'pong', rundir);
   const before = lstatSync(first.path).ino;
 
@@ -179,7 +158,7 @@ test('a second serveService of a live name fails with IPC_ERR_SERVICE_IN_USE and
 });
 
 test('serveService of a name served by another process fails with IPC_ERR_SERVICE_IN_USE and leaves it serving', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const socketPath = path.join(rundir, 'pong');
   await child(
     t,
@@ -197,7 +176,7 @@ test('serveService of a name served by another process fails with IPC_ERR_SERVIC
 // A live server whose accept backlog is full (busy, or blocked) makes a non-blocking Unix
 // connect fail with EAGAIN: only ECONNREFUSED means stale.
 test('serveService does not take over a live service whose accept backlog is full', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const socketPath = path.join(rundir, 'busy');
   const stop = path.join(rundir, 'stop');
   t.teardown(() => writeFileSync(stop, ''));
@@ -243,7 +222,7 @@ test('serveService does not take over a live service whose accept backlog is ful
 // Stale sockets
 
 test('a stale socket left by a SIGKILLed process is recovered', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const socketPath = path.join(rundir, 'pong');
   await staleSocket(t, socketPath);
 
@@ -255,7 +234,7 @@ test('a stale socket left by a SIGKILLed process is recovered', async (t) => {
 });
 
 test('a path that exists and is not a socket fails with IPC_ERR_SERVICE_IN_USE and is left untouched', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const file = path.join(rundir, 'pong');
   writeFileSync(file, 'precious data');
   chmodSync(file, 0o600);
@@ -271,7 +250,7 @@ test('a path that exists and is not a socket fails with IPC_ERR_SERVICE_IN_USE a
 });
 
 test('a directory at the service path fails with IPC_ERR_SERVICE_IN_USE and is left untouched', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const dir = path.join(rundir, 'pong');
   mkdirSync(dir);
   writeFileSync(path.join(dir, 'inside'), 'x');
@@ -282,7 +261,7 @@ test('a directory at the service path fails with IPC_ERR_SERVICE_IN_USE and is l
 // Closing
 
 test('close() removes the socket file, is idempotent, and the name can be served again', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const served = await serveService('pong', { rundir, onConnection: echo });
   const socketPath = served.path;
   t.true(existsSync(socketPath));
@@ -303,7 +282,7 @@ test('close() removes the socket file, is idempotent, and the name can be served
 });
 
 test('close() stops accepting while an open connection keeps working until it ends', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const served = await serveService('pong', { rundir, onConnection: echo });
   const client = await connectService('pong', { rundir });
   t.teardown(() => client.destroy());
@@ -319,7 +298,7 @@ test('close() stops accepting while an open connection keeps working until it en
 // Refusals before anything is created
 
 test('an invalid name fails with IPC_ERR_INVALID_SERVICE_NAME before the run directory is created', async (t) => {
-  const rundir = path.join(tempDir(t), 'run');
+  const rundir = path.join(tempDirSync(t, 'libipc-service-'), 'run');
   for (const name of ['../pong', 'a/b', '', 'pong\n', 'po ng']) {
     const err = await t.throwsAsync(serveService(name, { rundir }), {
       instanceOf: IpcError,
@@ -331,7 +310,7 @@ test('an invalid name fails with IPC_ERR_INVALID_SERVICE_NAME before the run dir
 });
 
 test('an unusable run directory fails with IPC_ERR_RUNDIR_UNUSABLE naming it', async (t) => {
-  const file = path.join(tempDir(t), 'file');
+  const file = path.join(tempDirSync(t, 'libipc-service-'), 'file');
   writeFileSync(file, '');
   const rundir = path.join(file, 'run');
   const err = await t.throwsAsync(serveService('pong', { rundir }), {
@@ -347,7 +326,7 @@ test('an unusable run directory fails with IPC_ERR_RUNDIR_UNUSABLE naming it', a
 // listen at another path. Run in a child process so that a server left listening by a
 // regression cannot keep this test file's process alive.
 test('a socket path too long for sun_path fails with a coded error and leaves nothing listening', async (t) => {
-  const rundir = path.join(tempDir(t), 'd'.repeat(70));
+  const rundir = path.join(tempDirSync(t, 'libipc-service-'), 'd'.repeat(70));
   const name = 'n'.repeat(40);
   const serviceModule = new URL('../src/service.js', import.meta.url).href;
   const proc = spawn(
@@ -386,7 +365,7 @@ test('a socket path too long for sun_path fails with a coded error and leaves no
 // Connecting (src/client.ts)
 
 test('connectService connects to a served name and the socket carries data both ways', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   await serveEcho(t, 'pong', rundir);
   const socket = await connectService('pong', { rundir });
   t.teardown(() => socket.destroy());
@@ -397,7 +376,7 @@ test('connectService connects to a served name and the socket carries data both 
 });
 
 test('connectService with allowHalfOpen can still send after the service half-closed first', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   let serviceGot: (text: string) => void = () => {};
   const got = new Promise<string>((resolve) => (serviceGot = resolve));
   const served = await serveService('finfirst', {
@@ -425,7 +404,7 @@ test('connectService with allowHalfOpen can still send after the service half-cl
 });
 
 test('connectService to an absent name fails with IPC_ERR_SERVICE_UNAVAILABLE naming the service and path', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const err = await t.throwsAsync(connectService('nobody', { rundir }), {
     instanceOf: IpcError,
     code: ErrorCode.SERVICE_UNAVAILABLE,
@@ -437,7 +416,7 @@ test('connectService to an absent name fails with IPC_ERR_SERVICE_UNAVAILABLE na
 });
 
 test('connectService to a stale socket fails with IPC_ERR_SERVICE_UNAVAILABLE naming the path', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   const socketPath = path.join(rundir, 'dead');
   await staleSocket(t, socketPath);
   const err = await t.throwsAsync(connectService('dead', { rundir }), {
@@ -452,7 +431,7 @@ test('connectService to a stale socket fails with IPC_ERR_SERVICE_UNAVAILABLE na
 });
 
 test('connectService with an invalid name fails with IPC_ERR_INVALID_SERVICE_NAME', async (t) => {
-  const rundir = tempDir(t);
+  const rundir = tempDirSync(t, 'libipc-service-');
   for (const name of ['../pong', '/etc/x', 'a;b']) {
     // Wrapped in an async function: connectService throws this one synchronously.
     const err = await t.throwsAsync(async () => connectService(name, { rundir }), {

@@ -1,37 +1,13 @@
 import test, { type ExecutionContext } from 'ava';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { SocketEndpoint, Switch, type Endpoint, type SwitchOptions, type SwitchSummary } from '../src/switch.js';
 import { DEFAULT_MAX_PAYLOAD, encodeFrame, encodeHeader } from '../src/frame.js';
 import { DirectReader } from '../src/direct-read.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
-
-const WAIT = 10_000;
-
-/** Rejects when `promise` takes longer than `ms`: every wait in these tests is bounded. */
-async function within<T>(promise: Promise<T>, what: string, ms = WAIT): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `condition` every few ms, for at most `ms`. */
-async function until(condition: () => boolean, what: string, ms = WAIT): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
+import { WAIT, within, until } from './helpers/wait.js';
+import { tempDirSync } from './helpers/rundir.js';
 
 /** A few turns of the event loop, for events that would follow one another at once. */
 async function settle(): Promise<void> {
@@ -165,8 +141,7 @@ async function socketPair(
  * joins an accepted client (half-open on purpose) and a connection to a service.
  */
 async function rig(t: ExecutionContext, options: RigOptions = {}): Promise<Rig> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'libipc-switch-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDirSync(t, 'libipc-switch-');
   const [clientSocket, clientLeg] = await socketPair(t, dir, 'front', options.clientAllowHalfOpen ?? false, true);
   const reader = options.directRead ? new DirectReader() : undefined;
   const [serviceLeg, serviceSocket] = await socketPair(t, dir, 'back', true, true, reader);

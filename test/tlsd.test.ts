@@ -5,8 +5,7 @@
  * socket the test owns), plain TCP, and Debian's `openssl s_client`.
  */
 import test, { type ExecutionContext } from 'ava';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync, lstatSync } from 'node:fs';
-import os from 'node:os';
+import { readdirSync, writeFileSync, lstatSync } from 'node:fs';
 import path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { ErrorCode } from '../src/errors.js';
@@ -23,6 +22,7 @@ import {
 } from './helpers/tls-certs.js';
 import { OpensslClient, TcpClient, TlsClient, frame, type TlsClientOptions } from './helpers/tls-client.js';
 import { WAIT, limiter, spawnNode, startPongd, startTlsd, type Line, type Proc, type Tlsd } from './helpers/tls-daemon.js';
+import { tempDirSync } from './helpers/rundir.js';
 
 const BOUNCE = 'bounce me';
 
@@ -32,12 +32,6 @@ const slot = limiter(4);
 /** A test run in a slot. */
 function tlsTest(title: string, body: (t: ExecutionContext) => Promise<void>): void {
   test(title, (t) => slot(() => body(t)));
-}
-
-function tempDir(t: ExecutionContext): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tlsd-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 interface Env {
@@ -63,7 +57,7 @@ function start(t: ExecutionContext, args: readonly string[] = ['--service', 'pon
 
 /** start() whose arguments depend on the generated material (its file paths). */
 async function startWith(t: ExecutionContext, args: (material: Material) => readonly string[]): Promise<Env> {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'tlsd-');
   const rundir = path.join(dir, 'run');
   const material = makeMaterial(dir);
   const pongd = await startPongd(t, rundir);
@@ -623,7 +617,7 @@ tlsTest('refuses unknown, unlisted and malformed names inside TLS without a byte
 // --- The daemon -----------------------------------------------------------------------
 
 tlsTest('spawned tlsd serves TLS and its outbound tls service, exits 0 on SIGTERM and removes its socket files', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'tlsd-');
   const rundir = path.join(dir, 'run');
   const material = makeMaterial(dir);
   const pongd = await startPongd(t, rundir);
@@ -649,7 +643,7 @@ tlsTest('spawned tlsd serves TLS and its outbound tls service, exits 0 on SIGTER
 });
 
 tlsTest('refuses to start with an expired certificate, a mismatched key, or client checks without --ca', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDirSync(t, 'tlsd-');
   const rundir = path.join(dir, 'run');
   const material = makeMaterial(dir);
   const day = 86_400_000;

@@ -4,10 +4,10 @@
  * rewritten to the test's. Everything listens on loopback or in a temporary run
  * directory and is closed by the cleanup function it is given.
  */
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { ROOT } from './chain-procs.js';
+import { vectorsDir } from './paths.js';
 
 export type Cleanup = (fn: () => void | Promise<void>) => void;
 
@@ -42,10 +42,7 @@ export interface ChainVector {
   wire?: WireHop[];
 }
 
-export function vectorsDir(): string {
-  const shared = process.env['IPC_SHARED'] || path.join(ROOT, '..', 'shared');
-  return existsSync(path.join(shared, 'INDEX.json')) ? shared : path.join(shared, 'vectors');
-}
+export { vectorsDir };
 
 export function loadVector(scenario: string): ChainVector {
   return JSON.parse(readFileSync(path.join(vectorsDir(), `${scenario}.json`), 'utf8')) as ChainVector;
@@ -378,19 +375,4 @@ export function exchange(
   });
 }
 
-/** Bounds concurrent runs of spawn-heavy tests (ava starts every test of a file at once). */
-export function limiter(max: number): <T>(task: () => Promise<T>) => Promise<T> {
-  let running = 0;
-  const queue: (() => void)[] = [];
-  return async <T>(task: () => Promise<T>): Promise<T> => {
-    if (running >= max) await new Promise<void>((resolve) => queue.push(resolve));
-    else running++;
-    try {
-      return await task();
-    } finally {
-      const next = queue.shift();
-      if (next) next();
-      else running--;
-    }
-  };
-}
+export { limiter } from './limit.js';

@@ -4,112 +4,43 @@
  * what an original libipc client does (framed lookup, recvmsg with SCM_RIGHTS).
  * Every process is bounded by a timeout and killed at cleanup.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { childEnv, LoggedProcess, spawnChild } from './daemon.js';
+import type { LogLine } from './log-sink.js';
+import { cliPath, type CliName } from './paths.js';
 
 /** The repository root (holds package.json and dist/), from test/helpers or dist/test/helpers. */
-export const ROOT = (() => {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'gateways'))) return dir;
-    dir = path.dirname(dir);
-  }
-  throw new Error('cannot find the repository root');
-})();
+export { REPO_ROOT as ROOT } from './paths.js';
 
-export type Cli = 'pongd' | 'pong' | 'tcpd' | 'tlsd' | 'wsd' | 'ipcd';
+export type Cli = CliName;
 
 /** Upper bound for a daemon to log `listening` (node startup on a loaded 2-CPU machine). */
 export const START_TIMEOUT = 30_000;
 
-/** Variables set explicitly by the tests, never inherited. */
-const ISOLATED = ['RUNDIR', 'IPC_NETWORK', 'IPC_SERVICE_NAME', 'ADDRESS', 'LOG_LEVEL'];
-
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const key of ISOLATED) delete env[key];
-  return { ...env, ...extra };
-}
-
-export interface LogLine {
-  msg?: string;
-  [key: string]: unknown;
-}
+export type { LogLine };
 
 /** A spawned daemon: its log lines, waits on them, and its end. */
-export class Proc {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly lines: LogLine[] = [];
-  stderr = '';
-  exit: { code: number | null; signal: string | null } | null = null;
-  private partial = '';
-  private readonly waiters = new Set<() => void>();
-  private readonly closed: Promise<void>;
-
-  constructor(name: string, child: ChildProcess) {
-    this.name = name;
-    this.child = child;
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.on('data', (text: string) => this.feed(text));
-    child.stderr!.on('data', (text: string) => (this.stderr += text));
-    this.closed = new Promise((resolve) => {
-      child.once('close', (code, signal) => {
-        this.exit = { code, signal };
-        this.wake();
-        resolve();
-      });
-      child.once('error', (err) => {
-        this.stderr += `spawn error: ${err.message}`;
-        this.exit = { code: null, signal: null };
-        this.wake();
-        resolve();
-      });
-    });
-  }
-
-  get running(): boolean {
-    return this.exit === null;
+export class Proc extends LoggedProcess {
+  get lines(): LogLine[] {
+    return this.log.lines;
   }
 
   /** Lines logged so far matching `predicate`. */
   find(predicate: (line: LogLine) => boolean): LogLine[] {
-    return this.lines.filter(predicate);
+    return this.log.filter(predicate);
   }
 
   /** The first line (already logged or to come) matching `predicate`; rejects after `timeout` ms or at exit. */
   waitLog(predicate: (line: LogLine) => boolean, timeout: number, what = 'a matching log line'): Promise<LogLine> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const line = this.lines.find(predicate);
-        if (line) {
-          done();
-          resolve(line);
-        } else if (this.exit) {
-          done();
-          reject(new Error(`${this.name} exited (${JSON.stringify(this.exit)}) before ${what}; stderr: ${this.stderr}\n${this.dump()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`${this.name}: no ${what} within ${timeout} ms\n${this.dump()}`));
-      }, timeout);
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+    return this.log.waitFor(predicate, timeout, `${this.name}: ${what}`);
   }
 
   /** Every `listening` line, once `count` of them were logged. */
   async listening(count = 1): Promise<LogLine[]> {
     for (let i = 0; i < count; i++) {
-      await this.waitLog(() => this.find((l) => l.msg === 'listening').length > i, START_TIMEOUT, `listening line #${i + 1}`);
+      await this.log.waitForCount((l) => l.msg === 'listening', i + 1, START_TIMEOUT, `${this.name}: listening line #${i + 1}`);
     }
     return this.find((l) => l.msg === 'listening');
   }
@@ -125,37 +56,16 @@ export class Proc {
     if (!this.running) return;
     this.child.kill('SIGTERM');
     const timer = setTimeout(() => this.child.kill('SIGKILL'), grace);
-    await this.closed;
+    await this.exited;
     clearTimeout(timer);
   }
 
   dump(): string {
-    return this.lines.map((l) => JSON.stringify(l)).join('\n');
-  }
-
-  private feed(text: string): void {
-    this.partial += text;
-    const parts = this.partial.split('\n');
-    this.partial = parts.pop() ?? '';
-    for (const part of parts) {
-      if (part.trim() === '') continue;
-      try {
-        this.lines.push(JSON.parse(part) as LogLine);
-      } catch {
-        this.lines.push({ raw: part });
-      }
-    }
-    this.wake();
-  }
-
-  private wake(): void {
-    for (const check of [...this.waiters]) check();
+    return this.log.dump();
   }
 }
 
-export function cliPath(cli: Cli): string {
-  return path.join(ROOT, 'dist', 'gateways', 'cli', `${cli}.js`);
-}
+export { cliPath };
 
 /**
  * Spawns `node dist/gateways/cli/<cli>.js args` with `RUNDIR` set; `cleanup` receives
@@ -168,11 +78,7 @@ export function spawnDaemon(
   args: readonly string[],
   env: Record<string, string> = {},
 ): Proc {
-  const child = spawn(process.execPath, [cliPath(cli), ...args], {
-    env: childEnv({ RUNDIR: rundir, ...env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const proc = new Proc(`${cli}(${path.basename(rundir)})`, child);
+  const proc = new Proc(`${cli}(${path.basename(rundir)})`, spawnChild(cli, args, { env: { RUNDIR: rundir, ...env } }));
   cleanup(() => proc.stop());
   return proc;
 }

@@ -26,8 +26,8 @@ export interface SpawnOptions {
   umask?: string;
 }
 
-/** A spawned CLI. */
-export class Daemon {
+/** A spawned node process whose stdout is JSON log lines. */
+export class LoggedProcess {
   readonly name: string;
   readonly child: ChildProcess;
   /** Its stdout, parsed as JSON log lines. */
@@ -36,7 +36,7 @@ export class Daemon {
   stderr = '';
   /** Set once the process exited. */
   exit: Exit | null = null;
-  private readonly exited: Promise<Exit>;
+  protected readonly exited: Promise<Exit>;
 
   constructor(name: string, child: ChildProcess) {
     this.name = name;
@@ -93,35 +93,52 @@ export class Daemon {
     });
   }
 
+}
+
+/** A spawned CLI. */
+export class Daemon extends LoggedProcess {
   /** The first `"msg":"listening"` line matching `predicate` (default: any). */
   listening(predicate: (line: LogLine) => boolean = () => true, timeout = START_TIMEOUT): Promise<LogLine> {
     return this.log.waitFor((l) => l.msg === 'listening' && predicate(l), timeout, `${this.name} 'listening' line`);
   }
 }
 
-/** Spawns `node dist/gateways/cli/<name>.js ...args`; killed at teardown. */
-export function spawnCli(t: ExecutionContext, name: CliName, args: readonly string[], options: SpawnOptions = {}): Daemon {
+/** The environment of a child: ours without the isolated variables, plus `extra` (undefined removes). */
+export function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: Record<string, string | undefined> = { ...process.env };
   for (const key of ISOLATED_ENV) delete env[key];
-  for (const [key, value] of Object.entries(options.env ?? {})) {
+  for (const [key, value] of Object.entries(extra)) {
     if (value === undefined) delete env[key];
     else env[key] = value;
   }
+  return env;
+}
+
+/** Spawns `node dist/gateways/cli/<name>.js ...args` with stdout and stderr piped. */
+export function spawnChild(name: CliName, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
+  const env = childEnv(options.env);
   const script = cliPath(name);
-  const child =
-    options.umask === undefined
-      ? spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn('/bin/sh', ['-c', `umask ${options.umask} && exec "$0" "$@"`, process.execPath, script, ...args], {
-          env,
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-  const daemon = new Daemon(name, child);
+  return options.umask === undefined
+    ? spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('/bin/sh', ['-c', `umask ${options.umask} && exec "$0" "$@"`, process.execPath, script, ...args], {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+}
+
+/** SIGKILLs `proc` at the end of the test if it still runs. */
+export function killAtTeardown<P extends LoggedProcess>(t: ExecutionContext, proc: P, timeout = 10_000): P {
   t.teardown(async () => {
-    if (!daemon.running) return;
-    daemon.kill('SIGKILL');
-    await daemon.waitExit(10_000).catch(() => undefined);
+    if (!proc.running) return;
+    proc.kill('SIGKILL');
+    await proc.waitExit(timeout).catch(() => undefined);
   });
-  return daemon;
+  return proc;
+}
+
+/** Spawns `node dist/gateways/cli/<name>.js ...args`; killed at teardown. */
+export function spawnCli(t: ExecutionContext, name: CliName, args: readonly string[], options: SpawnOptions = {}): Daemon {
+  return killAtTeardown(t, new Daemon(name, spawnChild(name, args, options)));
 }
 
 /** Runs a CLI to completion; rejects if it runs longer than `timeout` ms. */

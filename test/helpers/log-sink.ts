@@ -4,6 +4,7 @@
  */
 import { pino } from 'pino';
 import type { Logger } from '../../src/log.js';
+import { Waiters } from './waiters.js';
 
 /** One parsed log line; `raw` holds a line that was not JSON. */
 export interface LogLine {
@@ -18,7 +19,7 @@ export type LogPredicate = (line: LogLine) => boolean;
 /** Collects log lines and resolves waits as matching lines arrive. */
 export class LogSink {
   readonly lines: LogLine[] = [];
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
   private partial = '';
   /** Set when no more lines can come (the process exited); waits then fail at once. */
   private finished: string | null = null;
@@ -64,28 +65,16 @@ export class LogSink {
 
   /** Resolves once `count` matching lines were logged (returns them all). */
   waitForCount(predicate: LogPredicate, count: number, timeout: number, what = 'matching log lines'): Promise<LogLine[]> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
+    return this.waiters.wait<LogLine[]>(
+      () => {
         const found = this.lines.filter(predicate);
-        if (found.length >= count) {
-          done();
-          resolve(found);
-        } else if (this.finished !== null) {
-          done();
-          reject(new Error(`waiting for ${what}: ${this.finished}; logged:\n${this.dump()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`no ${what} within ${timeout} ms; logged:\n${this.dump()}`));
-      }, timeout);
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+        if (found.length >= count) return { value: found };
+        if (this.finished !== null) return { error: new Error(`waiting for ${what}: ${this.finished}; logged:\n${this.dump()}`) };
+        return undefined;
+      },
+      timeout,
+      () => new Error(`no ${what} within ${timeout} ms; logged:\n${this.dump()}`),
+    );
   }
 
   /** The lines so far without stack traces, for failure messages. */
@@ -96,7 +85,7 @@ export class LogSink {
   }
 
   private wake(): void {
-    for (const check of [...this.waiters]) check();
+    this.waiters.wake();
   }
 }
 

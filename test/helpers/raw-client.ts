@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import type { ExecutionContext } from 'ava';
+import { Waiters } from './waiters.js';
 
 /** Default upper bound of a wait, ms. */
 export const WAIT = 5000;
@@ -41,7 +42,7 @@ export class RawClient {
    * `unix` for a Unix socket.
    */
   readonly peer: string;
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -177,27 +178,15 @@ export class RawClient {
   }
 
   private waitUntil(condition: () => boolean, timeout: number, what: () => string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (!condition()) return;
-        done();
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`${what()}: nothing more within ${timeout} ms; pending ${showHex(this.pending)}${this.endingText()}`));
-      }, timeout);
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+    return this.waiters.until(
+      condition,
+      timeout,
+      () => new Error(`${what()}: nothing more within ${timeout} ms; pending ${showHex(this.pending)}${this.endingText()}`),
+    );
   }
 
   private wake(): void {
-    for (const check of [...this.waiters]) check();
+    this.waiters.wake();
   }
 }
 

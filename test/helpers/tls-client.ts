@@ -9,6 +9,12 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { ExecutionContext } from 'ava';
 import { WAIT } from './tls-daemon.js';
+import { Waiters } from './waiters.js';
+
+/** The failure of a wait: `<what>: not within <timeout> ms`. */
+function notWithin(timeout: number, what: () => string): () => Error {
+  return () => new Error(`${what()}: not within ${timeout} ms`);
+}
 
 /** A libipc frame: 4-byte big-endian length, then the payload. */
 export function frame(payload: Buffer | string): Buffer {
@@ -21,35 +27,6 @@ export function frame(payload: Buffer | string): Buffer {
 function hex(bytes: Buffer, max = 48): string {
   const text = bytes.subarray(0, max).toString('hex');
   return bytes.length > max ? `${text}... (${bytes.length} bytes)` : `${text} (${bytes.length} bytes)`;
-}
-
-/** Waits on a stream of events: `check` is re-run whenever something happens. */
-class Waiters {
-  private readonly checks = new Set<() => void>();
-
-  wake(): void {
-    for (const check of [...this.checks]) check();
-  }
-
-  until(condition: () => boolean, timeout: number, what: () => string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (!condition()) return;
-        done();
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`${what()}: not within ${timeout} ms`));
-      }, timeout);
-      const done = () => {
-        clearTimeout(timer);
-        this.checks.delete(check);
-      };
-      this.checks.add(check);
-      check();
-    });
-  }
 }
 
 /** Bytes received on a stream, with the stream's ending. */
@@ -87,7 +64,7 @@ abstract class Receiver {
     await this.waiters.until(
       () => this.pending.length >= bytes.length || this.finished,
       timeout,
-      () => `expected ${hex(bytes)}, received ${hex(this.pending)}${this.ending()}`,
+      notWithin(timeout, () => `expected ${hex(bytes)}, received ${hex(this.pending)}${this.ending()}`),
     );
     const got = this.pending.subarray(0, bytes.length);
     if (!got.equals(bytes)) throw new Error(`expected ${hex(bytes)}, received ${hex(this.pending)}${this.ending()}`);
@@ -99,7 +76,7 @@ abstract class Receiver {
    * that no `expect` consumed: "closed without a byte" on a fresh client.
    */
   async expectEnd(timeout = WAIT): Promise<void> {
-    await this.waiters.until(() => this.finished, timeout, () => `expected the end of the stream, received ${hex(this.pending)}`);
+    await this.waiters.until(() => this.finished, timeout, notWithin(timeout, () => `expected the end of the stream, received ${hex(this.pending)}`));
     if (this.pending.length > 0) throw new Error(`unexpected bytes before the end: ${hex(this.pending)}`);
   }
 }
@@ -164,13 +141,13 @@ export class TlsClient extends Receiver {
 
   /** Waits for this side of the handshake to complete. */
   async secure(timeout = WAIT): Promise<void> {
-    await this.waiters.until(() => this.secured || this.finished, timeout, () => 'TLS handshake');
+    await this.waiters.until(() => this.secured || this.finished, timeout, notWithin(timeout, () => 'TLS handshake'));
     if (!this.secured) throw new Error(`TLS handshake failed${this.ending()}`);
   }
 
   /** Waits for a session to resume with (TLS 1.3 sends tickets after the handshake). */
   async session(timeout = WAIT): Promise<Buffer> {
-    await this.waiters.until(() => this.sessions.length > 0 || this.finished, timeout, () => 'a TLS session');
+    await this.waiters.until(() => this.sessions.length > 0 || this.finished, timeout, notWithin(timeout, () => 'a TLS session'));
     const session = this.sessions.at(-1);
     if (!session) throw new Error(`no TLS session${this.ending()}`);
     return session;
@@ -197,7 +174,7 @@ export class TlsClient extends Receiver {
   /** Closes with close_notify and waits for the socket to close. */
   async close(timeout = WAIT): Promise<void> {
     this.socket.end();
-    await this.waiters.until(() => this.closed, timeout, () => 'close');
+    await this.waiters.until(() => this.closed, timeout, notWithin(timeout, () => 'close'));
   }
 }
 
@@ -295,7 +272,7 @@ export class OpensslClient extends Receiver {
   }
 
   async waitExit(timeout = WAIT): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    await this.waiters.until(() => this.exit !== null, timeout, () => `openssl s_client exit; stderr: ${this.stderr}`);
+    await this.waiters.until(() => this.exit !== null, timeout, notWithin(timeout, () => `openssl s_client exit; stderr: ${this.stderr}`));
     return this.exit!;
   }
 
