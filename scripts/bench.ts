@@ -1,18 +1,21 @@
 /**
- * `npm run bench`: measures the gateways against a direct Unix socket and the naive Node
- * pipe anchor, in one run, with ../shared/tools/ipcbench (C load generator and echo
- * service). A benchmark, not a test: it prints figures; it fails only when a run saw
- * errors (verify, length, I/O...), failed, or a target died.
+ * `npm run bench`: measures the gateways (tcpd, tlsd, wsd, and the full ipcd chain)
+ * against a direct Unix socket and anchors (naive Node TCP and TLS pipes, websockify), in
+ * one run, with ../shared/tools/ipcbench (C load generator and echo service) and, for the
+ * chain, a Node client using connectIpc (scripts/bench/chain-client.ts). A benchmark, not
+ * a test: it prints figures; it fails only when a run saw errors (verify, length, I/O...),
+ * failed, or a target died.
  *
- *   npm run bench                               # ~3 min: 6 workloads x 3 targets x 3 rounds of 1+2 s
- *   npm run bench -- --quick                    # ~30 s: 1 round of 1 s
+ *   npm run bench                               # ~6 min: every target, 3 rounds of 1+2 s
+ *   npm run bench -- --quick                    # ~1 min: 1 round of 0.5+1 s
+ *   npm run bench -- --only tlsd                # tlsd with unix and the Node TLS pipe
  *   npm run bench -- --only tcpd --workloads rr-c64 --duration 5 --rounds 3
  *
  * Builds echod and ipcbench into .bench/bin, starts echod on `$RUNDIR/echo` in a temp
  * RUNDIR, starts every target (scripts/bench/targets.ts), runs every workload against
- * each (rounds alternate the target order), and prints medians. Raw ipcbench JSON lines go
- * to .bench/results-<timestamp>.jsonl. Every child is stopped on exit and on SIGINT.
- * See docs/benchmarks.md.
+ * each target that runs it (rounds alternate the target order), and prints medians. Raw
+ * JSON lines go to .bench/results-<timestamp>.jsonl. Every child is stopped on exit and on
+ * SIGINT. See docs/benchmarks.md.
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { execFileSync } from 'node:child_process';
@@ -21,9 +24,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Procs, describeExit, tail, type Daemon } from './bench/procs.js';
-import { TARGETS, selectTargets, type RunningTarget, type TargetContext } from './bench/targets.js';
-import { WORKLOADS, runIpcbench, selectWorkloads, type Workload } from './bench/workloads.js';
-import { floorSummary, summarize, table, type Run } from './bench/report.js';
+import { TARGETS, runsWorkload, selectTargets, workloadsFor, type RunningTarget, type TargetContext, type TargetSpec } from './bench/targets.js';
+import { WORKLOADS, runIpcbench, selectWorkloads, type RunOutcome, type Workload } from './bench/workloads.js';
+import { runChain } from './bench/chain.js';
+import { cpuFigure, floorSummary, summarize, table, type Run } from './bench/report.js';
 import { busyCores, idleLoad, sampleCpu } from './bench/machine.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -78,7 +82,7 @@ const program = new Command('bench')
   .option('-d, --duration <sec>', 'measured seconds per run (env BENCH_DURATION; default 2, --quick 1)', positive)
   .option('-W, --warmup <sec>', 'unmeasured seconds before each run (env BENCH_WARMUP; default 1, --quick 0.5)', positive)
   .option('-r, --rounds <n>', 'rounds, target order alternating; medians are reported (env BENCH_ROUNDS; default 3, --quick 1)', positive)
-  .option('--quick', 'short runs: 1 round, -d 1 -W 0.5 (about 30 s)')
+  .option('--quick', 'short runs: 1 round, -d 1 -W 0.5 (about 1 min with every target)')
   .option('--only <targets>', 'targets to run, comma-separated (env BENCH_ONLY); unix and the anchors they are compared with are added', names)
   .option('--bare', 'with --only: run exactly those targets (no ratios without their references)')
   .option('--workloads <ids>', 'workload ids or prefixes, comma-separated (env BENCH_WORKLOADS), e.g. rr-c64,connect', names)
@@ -94,8 +98,12 @@ async function main(): Promise<number> {
   program.parse();
   const opts = program.opts<Options>();
   if (opts.list) {
-    for (const t of TARGETS) console.log(`target   ${t.name.padEnd(12)} ${t.role.padEnd(8)} ${t.default ? 'default' : '       '} ${t.description}`);
-    for (const w of WORKLOADS) console.log(`workload ${w.id.padEnd(14)} ${w.title}`);
+    for (const t of TARGETS) {
+      const runs = WORKLOADS.filter((w) => runsWorkload(t, w)).map((w) => w.id);
+      console.log(`target   ${t.name.padEnd(14)} ${t.role.padEnd(8)} ${t.default ? 'default' : '       '} ${t.description}`);
+      console.log(`         ${''.padEnd(14)} workloads: ${runs.join(', ')}`);
+    }
+    for (const w of WORKLOADS) console.log(`workload ${w.id.padEnd(18)} ${w.kind.padEnd(8)} ${w.title}`);
     return 0;
   }
   const quick = opts.quick ?? false;
@@ -103,7 +111,10 @@ async function main(): Promise<number> {
   const warmup = opts.warmup ?? envNumber('BENCH_WARMUP') ?? (quick ? 0.5 : 1);
   const rounds = Math.max(1, Math.round(opts.rounds ?? envNumber('BENCH_ROUNDS') ?? (quick ? 1 : 3)));
   const targets = selectTargets(opts.only ?? envList('BENCH_ONLY'), opts.bare ?? false);
-  const workloads = selectWorkloads(opts.workloads ?? envList('BENCH_WORKLOADS'));
+  const workloads = workloadsFor(selectWorkloads(opts.workloads ?? envList('BENCH_WORKLOADS')), targets);
+  if (workloads.length === 0) throw new Error(`none of the chosen workloads is run by ${targets.map((t) => t.name).join(', ')}`);
+  /** The chosen targets that run workload `w`. */
+  const targetsOf = (w: Workload): TargetSpec[] => targets.filter((t) => runsWorkload(t, w));
 
   const shared = path.resolve(process.env['IPC_SHARED'] || path.join(root, '..', 'shared'));
   const toolDir = path.join(shared, 'tools', 'ipcbench');
@@ -155,6 +166,7 @@ async function main(): Promise<number> {
       echod,
       procs,
       repo: (relative) => path.join(root, relative),
+      cache: new Map(),
     };
     const running = new Map<string, RunningTarget>();
     for (const t of targets) running.set(t.name, await t.start(ctx));
@@ -174,15 +186,27 @@ async function main(): Promise<number> {
       duration_s: duration,
       warmup_s: warmup,
       rounds,
-      targets: targets.map((t) => ({ name: t.name, role: t.role, description: t.description, url: running.get(t.name)!.url })),
+      targets: targets.map((t) => ({
+        name: t.name,
+        role: t.role,
+        description: t.description,
+        url: running.get(t.name)!.url,
+        ...(running.get(t.name)!.unavailable ? { unavailable: running.get(t.name)!.unavailable } : {}),
+      })),
       workloads: workloads.map((w) => w.id),
     };
     fs.writeFileSync(resultsFile, `${JSON.stringify(meta)}\n`);
-    const perRun = warmup + duration + 0.2;
-    const total = workloads.length * targets.length * rounds;
+    // A chain run also starts Node clients and opens its connections (lookups): ~1 s more.
+    const perRun = (w: Workload) => warmup + duration + (w.kind === 'chain' ? 1.2 : 0.2);
+    const total = workloads.reduce((n, w) => n + targetsOf(w).length, 0) * rounds;
+    const seconds = workloads.reduce((s, w) => s + targetsOf(w).length * perRun(w), 0) * rounds;
+    for (const t of targets) {
+      const why = running.get(t.name)!.unavailable;
+      if (why) process.stderr.write(`bench: ${t.name}: ${why}: its runs are skipped\n`);
+    }
     process.stderr.write(
-      `bench: ${targets.map((t) => t.name).join(', ')} x ${workloads.length} workloads x ${rounds} round(s), ` +
-        `-d ${duration} -W ${warmup}: ${total} runs, about ${Math.ceil((total * perRun) / 10) * 10} s\n` +
+      `bench: ${targets.map((t) => t.name).join(', ')}; ${workloads.length} workloads x ${rounds} round(s), ` +
+        `-d ${duration} -W ${warmup}: ${total} runs, about ${Math.ceil(seconds / 10) * 10} s\n` +
         `bench: RUNDIR ${rundir}, logs ${logDir}\n` +
         `bench: other processes use ${loadBefore.toFixed(2)} of ${meta.cpus} cores right now` +
         `${loadBefore > 0.2 ? ' (busy machine: figures will be noisy; see the "bg" column)' : ''}\n`,
@@ -195,13 +219,20 @@ async function main(): Promise<number> {
     let n = 0;
     for (const w of workloads) {
       for (let round = 1; round <= rounds; round++) {
-        const order = round % 2 === 1 ? targets : [...targets].reverse();
+        const mine = targetsOf(w);
+        const order = round % 2 === 1 ? mine : [...mine].reverse();
         for (const t of order) {
           n++;
           if (interrupted) return 130;
           const target = running.get(t.name)!;
-          const down = [echod, ...target.daemons].find((d) => d.exit !== null);
           const label = `${t.name}/${w.id}/r${round}`;
+          if (target.unavailable) {
+            runs.push({ workload: w, target: t, round, background: null, outcome: { result: null, raw: null, status: 'unavailable', failure: null, stderr: target.unavailable } });
+            fs.appendFileSync(resultsFile, `${JSON.stringify({ tool: 'bench', label, status: 'unavailable', error: target.unavailable })}\n`);
+            process.stderr.write(`[${String(n).padStart(String(total).length)}/${total}] ${label}: not run, ${target.unavailable}\n`);
+            continue;
+          }
+          const down = [echod, ...target.daemons].find((d) => d.exit !== null);
           if (down) {
             if (!dead.has(t.name)) problems.push(`${t.name}: before ${label}: ${deadMessage(down)}`);
             dead.add(t.name);
@@ -212,7 +243,9 @@ async function main(): Promise<number> {
             continue;
           }
           const cpuBefore = sampleCpu();
-          const outcome = await runIpcbench(procs, { ipcbench, duration, warmup }, w, target, echod.pid, label);
+          const outcome: RunOutcome = target.chain
+            ? await runChain(procs, { ipcbench, duration, warmup }, w, target.chain, label)
+            : await runIpcbench(procs, { ipcbench, duration, warmup }, w, target, echod.pid, label);
           if (interrupted) return 130;
           // Background: machine-wide busy cores minus what ipcbench measured (harness, target, echod).
           const busy = busyCores(cpuBefore, sampleCpu());
@@ -252,7 +285,7 @@ async function main(): Promise<number> {
     );
     console.log(table(rows));
     console.log('');
-    for (const line of floorSummary(rows)) console.log(line);
+    for (const line of floorSummary(rows, targets)) console.log(line);
     console.log(`\nraw results: ${path.relative(process.cwd(), resultsFile)}`);
 
     if (problems.length) {
@@ -276,7 +309,7 @@ function progress(label: string, w: Workload, o: Awaited<ReturnType<typeof runIp
   const r = o.result;
   if (!r) return `${label}: FAILED: ${o.failure}`;
   const rate = r[w.metric];
-  const cpu = r.cpu?.pids[0]?.us_per_msg;
+  const cpu = cpuFigure(r);
   return (
     `${label.padEnd(28)} ${rate === undefined ? '-' : Math.round(rate).toLocaleString('en-US').padStart(9)} ${w.unit.padEnd(6)}` +
     ` cpu ${cpu === undefined ? '-' : cpu.toFixed(1).padStart(6)} µs/${w.per}` +

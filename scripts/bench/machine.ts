@@ -42,3 +42,21 @@ export async function idleLoad(ms = 1000): Promise<number> {
   await new Promise((r) => setTimeout(r, ms));
   return busyCores(a, sampleCpu());
 }
+
+/**
+ * CPU time (user + system, all threads) a process has used so far, in seconds, from
+ * /proc/PID/stat (10 ms resolution); null when the process is gone or not on Linux.
+ */
+export function processCpuSeconds(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces and parentheses): state is
+    // field 3, utime 14, stime 15.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const utime = Number(rest[11]);
+    const stime = Number(rest[12]);
+    return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / USER_HZ : null;
+  } catch {
+    return null;
+  }
+}

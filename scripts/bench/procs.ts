@@ -129,6 +129,60 @@ export class Procs {
     });
   }
 
+  /**
+   * Starts a bounded client driven over stdin/stdout lines (the chain load client):
+   * `onLine` gets each stdout line; `done` resolves when it ended, after at most
+   * `timeoutMs` (then SIGKILL). Stopped with everything else on close/interrupt.
+   */
+  spawnClient(
+    command: string,
+    args: readonly string[],
+    options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs: number; onLine: (line: string) => void },
+  ): { child: ChildProcess; send: (line: string) => void; done: Promise<CommandResult> } {
+    this.checkOpen();
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let stdout = '';
+    let stderr = '';
+    let partial = '';
+    let timedOut = false;
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      stdout += s.length + stdout.length <= 4 << 20 ? s : '';
+      partial += s;
+      let nl: number;
+      while ((nl = partial.indexOf('\n')) !== -1) {
+        const line = partial.slice(0, nl);
+        partial = partial.slice(nl + 1);
+        options.onLine(line);
+      }
+    });
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    child.stdin!.on('error', () => {
+      // the client exited first: its status tells
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      signalTree(child, 'SIGKILL');
+    }, options.timeoutMs);
+    const done = new Promise<CommandResult>((resolve) => {
+      child.on('error', (err) => {
+        stderr += `\ncannot start ${command}: ${err.message}`;
+      });
+      this.track(child, (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout, stderr, timedOut });
+      });
+    });
+    const send = (line: string) => {
+      if (child.stdin!.writable) child.stdin!.write(`${line}\n`);
+    };
+    return { child, send, done };
+  }
+
   /** SIGTERM, then SIGKILL after `graceMs`; resolves once the child is gone. */
   async stop(child: ChildProcess, graceMs = 3000): Promise<void> {
     if (!this.live.has(child)) return;

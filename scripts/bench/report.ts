@@ -1,7 +1,9 @@
 /**
  * From runs to the table: medians over rounds per workload and target, throughput as a
- * ratio to the direct Unix socket, and each gateway's CPU per message as a ratio to its
- * anchor's (the naive Node pipe for tcpd) taken in the same run.
+ * ratio to the baseline (the direct Unix socket; for the chain, the same Node client
+ * straight to the Unix socket), and each gateway's CPU per message as a ratio to its
+ * anchor's (the naive Node pipe for tcpd and wsd, the naive TLS pipe for tlsd) taken in
+ * the same run; then summary lines (floors, wsd vs websockify, the chain's CPU by process).
  */
 import type { TargetSpec } from './targets.js';
 import type { IpcbenchResult, RunOutcome, Workload } from './workloads.js';
@@ -44,6 +46,10 @@ export interface Row {
   background: number | null;
   /** Runs that did not produce a usable result, with why. */
   failures: string[];
+  /** Why the target did not run at all (say, not installed), else null. */
+  note: string | null;
+  /** Chain: median CPU µs per message of each process (ipcd, tcpd A, tcpd B, echod). */
+  cpuParts: { name: string; us: number }[] | null;
 }
 
 export function median(values: readonly number[]): number | null {
@@ -57,10 +63,14 @@ function rateOf(r: IpcbenchResult, w: Workload): number | undefined {
   return r[w.metric];
 }
 
+/** The CPU figure of a result: the chain's sum over its gateways, else the first pid's. */
+export function cpuFigure(r: IpcbenchResult): number | undefined {
+  return r.cpu?.figure_us_per_msg ?? r.cpu?.pids[0]?.us_per_msg;
+}
+
 /** One row per workload and target, in the order given. */
 export function summarize(runs: readonly Run[], workloads: readonly Workload[], targets: readonly TargetSpec[]): Row[] {
   const rows: Row[] = [];
-  const baseline = targets.find((t) => t.role === 'baseline');
   for (const w of workloads) {
     const byTarget = new Map<string, Row>();
     for (const t of targets) {
@@ -68,8 +78,8 @@ export function summarize(runs: readonly Run[], workloads: readonly Workload[], 
       if (mine.length === 0) continue;
       const results = mine.map((r) => r.outcome.result).filter((r): r is IpcbenchResult => r !== null);
       const rates = results.map((r) => rateOf(r, w)).filter((x): x is number => typeof x === 'number');
-      const cpus = results.map((r) => r.cpu?.pids[0]?.us_per_msg).filter((x): x is number => typeof x === 'number');
-      const lat = results.map((r) => (w.mode === 'connect' ? r.cycle_us : r.lat_us)).filter((x) => x !== undefined);
+      const cpus = results.map(cpuFigure).filter((x): x is number => typeof x === 'number');
+      const lat = results.map((r) => (w.mode === 'connect' || w.mode === 'lookup' ? r.cycle_us : r.lat_us)).filter((x) => x !== undefined);
       const errors = { verify: 0, length: 0, other: 0 };
       for (const r of results) {
         errors.verify += r.errors['verify'] ?? 0;
@@ -97,18 +107,31 @@ export function summarize(runs: readonly Run[], workloads: readonly Workload[], 
           ? Math.max(...mine.map((r) => r.background ?? 0))
           : null,
         failures: mine.filter((r) => r.outcome.failure !== null).map((r) => `round ${r.round}: ${r.outcome.failure}`),
+        note: mine.find((r) => r.outcome.status === 'unavailable')?.outcome.stderr ?? null,
+        cpuParts: cpuParts(results),
       };
       byTarget.set(t.name, row);
       rows.push(row);
     }
-    const base = baseline ? byTarget.get(baseline.name) : undefined;
     for (const row of byTarget.values()) {
+      const spec = targets.find((t) => t.name === row.target)!;
+      const base = byTarget.get(spec.role === 'baseline' ? spec.name : (spec.baseline ?? 'unix'));
       if (base?.rate && row.rate !== null) row.vsBaseline = row.rate / base.rate;
       const anchor = row.cpuVsName ? byTarget.get(row.cpuVsName) : undefined;
       if (anchor?.cpu && row.cpu !== null) row.cpuVs = row.cpu / anchor.cpu;
     }
   }
   return rows;
+}
+
+/** Median CPU per message of each named process (chain lines name theirs), or null. */
+function cpuParts(results: readonly IpcbenchResult[]): Row['cpuParts'] {
+  const names = results[0]?.cpu?.pids.map((p) => p.name).filter((n): n is string => typeof n === 'string') ?? [];
+  if (names.length === 0) return null;
+  return names.map((name) => ({
+    name,
+    us: median(results.map((r) => r.cpu?.pids.find((p) => p.name === name)?.us_per_msg).filter((x): x is number => typeof x === 'number')) ?? 0,
+  }));
 }
 
 function fmtRate(v: number | null, unit: string): string {
@@ -129,7 +152,7 @@ function fmtCpu(row: Row): string {
 }
 
 function fmtCpuVs(row: Row): string {
-  if (row.cpuVs === null) return row.role === 'gateway' ? `- (no ${row.cpuVsName ?? 'anchor'})` : '';
+  if (row.cpuVs === null) return row.role === 'gateway' && row.cpuVsName ? `- (no ${row.cpuVsName})` : '';
   return `${row.cpuVs.toFixed(2)} ${row.cpuVs <= CPU_FLOOR ? 'ok' : 'OVER'}`;
 }
 
@@ -140,6 +163,7 @@ function fmtErrors(row: Row): string {
   if (length) parts.push(`length ${length}`);
   if (other) parts.push(`other ${other}`);
   if (row.failures.length) parts.push(`${row.failures.length} failed run(s)`);
+  if (row.note) return `not run: ${row.note}`;
   return parts.length ? parts.join(', ') : '0';
 }
 
@@ -154,7 +178,7 @@ export function table(rows: readonly Row[]): string {
       row.target,
       fmtRate(row.rate, row.unit),
       fmt(row.vsBaseline, 2),
-      row.role === 'baseline' ? `${fmtCpu(row)} echod` : fmtCpu(row),
+      row.role === 'baseline' && row.cpu !== null ? `${fmtCpu(row)} echod` : fmtCpu(row),
       fmtCpuVs(row),
       fmt(row.p50, 0),
       fmt(row.p99, 0),
@@ -174,18 +198,63 @@ export function table(rows: readonly Row[]): string {
   return out.join('\n');
 }
 
-/** One line per gateway: its CPU ratios and whether the floor holds. */
-export function floorSummary(rows: readonly Row[]): string[] {
+/**
+ * One line per gateway: its CPU ratios and whether the floor holds; for a gateway with a
+ * throughput reference (wsd: websockify), its throughput ratios and the goal; for the
+ * chain, the CPU per message by process.
+ */
+export function floorSummary(rows: readonly Row[], targets: readonly TargetSpec[] = []): string[] {
   const out: string[] = [];
   const gateways = [...new Set(rows.filter((r) => r.role === 'gateway').map((r) => r.target))];
   for (const g of gateways) {
+    const spec = targets.find((t) => t.name === g);
     const mine = rows.filter((r) => r.target === g && r.cpuVs !== null);
-    if (mine.length === 0) continue;
-    const met = mine.filter((r) => r.cpuVs! <= CPU_FLOOR).length;
-    const list = mine.map((r) => `${r.workload} ${r.cpuVs!.toFixed(2)}`).join(', ');
-    out.push(
-      `${g}: CPU per message / ${mine[0]!.cpuVsName}'s: ${list} -> within ${CPU_FLOOR.toFixed(2)}x in ${met}/${mine.length} workloads`,
-    );
+    if (mine.length > 0) {
+      const met = mine.filter((r) => r.cpuVs! <= CPU_FLOOR).length;
+      const list = mine.map((r) => `${r.workload} ${r.cpuVs!.toFixed(2)}`).join(', ');
+      out.push(
+        `${g}: CPU per message / ${mine[0]!.cpuVsName}'s: ${list} -> within ${CPU_FLOOR.toFixed(2)}x in ${met}/${mine.length} workloads`,
+      );
+    }
+    if (spec?.rateVs) out.push(...rateLines(rows, g, spec));
+    const parts = rows.filter((r) => r.target === g && r.cpuParts);
+    if (parts.length > 0) {
+      const list = parts.map((r) => {
+        const gw = r.cpuParts!.filter((p) => p.name !== 'echod');
+        const echod = r.cpuParts!.find((p) => p.name === 'echod');
+        return `${r.workload}: ${gw.map((p) => `${p.name} ${p.us.toFixed(1)}`).join(' + ')} = ${gw.reduce((s, p) => s + p.us, 0).toFixed(1)} µs${echod ? ` (echod ${echod.us.toFixed(1)})` : ''}`;
+      });
+      out.push(`${g}: CPU per message/lookup by process (medians): ${list.join('; ')}`);
+    }
   }
   return out;
+}
+
+/** Throughput / the reference's (wsd / websockify), or, without it, the fallback figures. */
+function rateLines(rows: readonly Row[], g: string, spec: TargetSpec): string[] {
+  const ref = spec.rateVs!;
+  const mine = rows.filter((r) => r.target === g && r.rate !== null);
+  const pairs = mine
+    .map((r) => ({ r, other: rows.find((o) => o.workload === r.workload && o.target === ref.name) }))
+    .filter((p) => p.other?.rate);
+  if (pairs.length > 0) {
+    const ratios = pairs.map((p) => ({ id: p.r.workload, x: p.r.rate! / p.other!.rate! }));
+    const met = ratios.filter((x) => x.x >= ref.goal).length;
+    const cpu = pairs
+      .filter((p) => p.r.cpu !== null && p.other!.cpu !== null)
+      .map((p) => `${p.r.workload} ${(p.r.cpu! / p.other!.cpu!).toFixed(2)}`);
+    return [
+      `${g}: throughput / ${ref.name}'s: ${ratios.map((x) => `${x.id} ${x.x.toFixed(1)}x`).join(', ')} -> at least ${ref.goal}x in ${met}/${ratios.length} workloads` +
+        `${cpu.length ? `; CPU per message / ${ref.name}'s: ${cpu.join(', ')}` : ''}`,
+    ];
+  }
+  const fb = spec.rateVsFallback;
+  const row = fb ? mine.find((r) => r.workload === fb.workload) : undefined;
+  if (!fb || !row || row.vsBaseline === null) return [`${g}: no ${ref.name} figures in this run`];
+  const x = row.vsBaseline / fb.vsBaseline;
+  return [
+    `${g}: ${ref.name} did not run; against ${fb.source} (${fb.workload}: ${fb.vsBaseline}x unix, ${fb.cpu} µs CPU/msg): ` +
+      `throughput ${row.vsBaseline.toFixed(2)}x unix = ${x.toFixed(1)}x ${ref.name} (goal ${ref.goal}x: ${x >= ref.goal ? 'met' : 'NOT met'})` +
+      `${row.cpu !== null ? `, CPU ${row.cpu.toFixed(1)} µs/msg = ${(row.cpu / fb.cpu).toFixed(2)}x` : ''}`,
+  ];
 }

@@ -1,25 +1,19 @@
 /**
  * The targets the benchmark measures, as a registry: each entry says how to start it,
- * the ipcbench URL and extra arguments, and which process's CPU time is "the gateway's".
+ * the ipcbench URL and extra arguments (or, for the chain, how the Node chain client is
+ * driven), which process's CPU time is "the gateway's", and what it is compared with.
  *
- * Adding a gateway is one entry. A sketch for tlsd (certificates from `npm run gen-certs`):
- *
- *   {
- *     name: 'tlsd', role: 'gateway', cpuVs: 'node-pipe-tls', default: true,
- *     description: 'tlsd --service echo (TLS -> Unix)',
- *     start: async (ctx) => {
- *       const { daemon, port } = await startNodeDaemon(ctx, 'tlsd', ctx.repo('dist/gateways/cli/tlsd.js'),
- *         ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', CERT, '--key', KEY]);
- *       return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', CA], cpuPid: daemon.pid, daemons: [daemon] };
- *     },
- *   }
- *
- * with a `node-pipe-tls` anchor entry running `node-pipe.js tls PORT SOCKET CERT KEY`.
- * wsd: url `ws://127.0.0.1:${port}/echo` (args `--ws-payload=framed` or raw, per wsd's mode).
+ * Adding a gateway is one entry: `start` returns the URL, extra ipcbench arguments and
+ * the pid to measure (see tlsd and wsd below); `cpuVs` names the anchor its CPU per
+ * message is divided by, `rateVs` one its throughput is divided by, `workloads` limits
+ * it to some workloads.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { createCa, createServerCertificate } from '../../src/certs.js';
+import type { ChainTarget } from './chain.js';
 import { acceptsTcp, freePort, jsonListeningPort, type Daemon, type Procs } from './procs.js';
+import type { Workload } from './workloads.js';
 
 /** What a target's `start` gets. */
 export interface TargetContext {
@@ -37,6 +31,8 @@ export interface TargetContext {
   procs: Procs;
   /** `root`-relative path made absolute. */
   repo(relative: string): string;
+  /** Shared between targets (the TLS files, made once). */
+  cache: Map<string, unknown>;
 }
 
 /** A started target. */
@@ -49,6 +45,10 @@ export interface RunningTarget {
   cpuPid: number;
   /** Processes that must stay alive while the target is measured. */
   daemons: Daemon[];
+  /** Chain targets: driven by the Node chain client instead of ipcbench. */
+  chain?: ChainTarget;
+  /** Set when the target cannot run here (say, not installed): its runs are skipped, not failed. */
+  unavailable?: string;
 }
 
 export interface TargetSpec {
@@ -62,6 +62,19 @@ export interface TargetSpec {
   role: 'baseline' | 'anchor' | 'gateway';
   /** The anchor whose CPU per message this target's is divided by. */
   cpuVs?: string;
+  /** The anchor whose throughput this target's is divided by, and the goal (ratio at least). */
+  rateVs?: { name: string; goal: number };
+  /**
+   * Figures of `rateVs` to fall back on when it cannot run (the issue's), for one workload:
+   * its throughput as a ratio to the baseline, and its CPU µs per message.
+   */
+  rateVsFallback?: { workload: string; vsBaseline: number; cpu: number; source: string };
+  /** The baseline of its throughput ratios (default `unix`). */
+  baseline?: string;
+  /** Who drives it (default ipcbench). */
+  kind?: 'ipcbench' | 'chain';
+  /** The workload ids it runs (default: every workload of its kind). */
+  workloads?: readonly string[];
   /** Part of the default selection. */
   default: boolean;
   start(ctx: TargetContext): Promise<RunningTarget>;
@@ -77,15 +90,61 @@ export async function startNodeDaemon(
   script: string,
   args: readonly string[],
   transport?: string,
+  rundir = ctx.rundir,
 ): Promise<{ daemon: Daemon; port: number }> {
   if (!fs.existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` (npm run bench does)`);
   const { daemon, value } = await ctx.procs.startDaemon(name, process.execPath, [script, ...args], {
-    env: { RUNDIR: ctx.rundir },
+    env: { RUNDIR: rundir, IPC_NETWORK: undefined },
     cwd: ctx.root,
     ready: (log) => jsonListeningPort(log, transport),
   });
   return { daemon, port: value as number };
 }
+
+/** Starts one of our Node daemons that listens on Unix sockets only (ipcd, an outbound-only gateway). */
+async function startUnixDaemon(ctx: TargetContext, name: string, script: string, args: readonly string[], rundir: string): Promise<Daemon> {
+  if (!fs.existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` (npm run bench does)`);
+  const { daemon } = await ctx.procs.startDaemon(name, process.execPath, [script, ...args], {
+    env: { RUNDIR: rundir, IPC_NETWORK: undefined },
+    cwd: ctx.root,
+    ready: (log) => (/"msg":"listening"/.test(log) ? true : undefined),
+  });
+  return daemon;
+}
+
+/** A development CA and a server certificate for 127.0.0.1 (src/certs.ts, ECDSA P-256), in RUNDIR. */
+export function tlsFiles(ctx: TargetContext): { ca: string; cert: string; key: string } {
+  const cached = ctx.cache.get('tls') as { ca: string; cert: string; key: string } | undefined;
+  if (cached) return cached;
+  const dir = path.join(ctx.rundir, 'tls');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const ca = createCa();
+  const server = createServerCertificate(ca);
+  const files = { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'server.pem'), key: path.join(dir, 'server-key.pem') };
+  fs.writeFileSync(files.ca, ca.cert);
+  fs.writeFileSync(files.cert, server.cert);
+  fs.writeFileSync(files.key, server.key, { mode: 0o600 });
+  ctx.cache.set('tls', files);
+  return files;
+}
+
+/** The absolute path of `command` on PATH, or null. */
+function onPath(command: string): string | null {
+  for (const dir of (process.env['PATH'] ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, command);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+/** The workloads the TLS and WebSocket targets run (the issue's: rr at 1 and 64 connections, connect). */
+const SECURE_AND_WS_WORKLOADS = ['rr-c1-64', 'rr-c64-64', 'connect-c8'] as const;
 
 /** Starts the anchor `anchors/node-pipe.js` (tcp or tls) on a free port. */
 export async function startNodePipe(
@@ -177,7 +236,147 @@ export const TARGETS: readonly TargetSpec[] = [
       return { url: `tcp://127.0.0.1:${port}`, args: ['--hello', ctx.service], cpuPid: daemon.pid, daemons: [daemon] };
     },
   },
+  {
+    name: 'node-pipe-tls',
+    description: 'naive Node TLS pipe() proxy, TLS -> Unix (anchors/node-pipe.js tls, same certificate)',
+    role: 'anchor',
+    default: true,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: async (ctx) => {
+      const tls = tlsFiles(ctx);
+      const { daemon, port } = await startNodePipe(ctx, 'node-pipe-tls', 'tls', [tls.cert, tls.key]);
+      return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
+    name: 'tlsd',
+    description: 'tlsd --service echo --no-outbound (ECDSA P-256 certificate; ipcbench verifies it)',
+    role: 'gateway',
+    cpuVs: 'node-pipe-tls',
+    default: true,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: async (ctx) => {
+      const tls = tlsFiles(ctx);
+      const { daemon, port } = await startNodeDaemon(
+        ctx,
+        'tlsd',
+        ctx.repo('dist/gateways/cli/tlsd.js'),
+        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound'],
+      );
+      return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
+    name: 'websockify',
+    description: 'websockify (Debian, Python) to the Unix socket; loses message boundaries: ipcbench --ws-payload=framed',
+    role: 'anchor',
+    default: true,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: async (ctx) => {
+      const command = onPath('websockify');
+      if (!command) {
+        return { url: '', args: [], cpuPid: -1, daemons: [], unavailable: 'not installed (apt-get install -y websockify)' };
+      }
+      const port = await freePort();
+      const { daemon } = await ctx.procs.startDaemon(
+        'websockify',
+        command,
+        [`127.0.0.1:${port}`, `--unix-target=${ctx.servicePath}`],
+        { ready: async () => ((await acceptsTcp(port)) ? true : undefined), readyTimeoutMs: 20_000 },
+      );
+      return { url: `ws://127.0.0.1:${port}/${ctx.service}`, args: ['--ws-payload=framed'], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
+    name: 'wsd',
+    description: 'wsd --service echo --no-outbound --no-static --ping-interval 0 (one WS message = one payload)',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    rateVs: { name: 'websockify', goal: 5 },
+    rateVsFallback: { workload: 'rr-c64-64', vsBaseline: 0.04, cpu: 174, source: "the issue's websockify figures" },
+    default: true,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: async (ctx) => {
+      const { daemon, port } = await startNodeDaemon(
+        ctx,
+        'wsd',
+        ctx.repo('dist/gateways/cli/wsd.js'),
+        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--no-static', '--ping-interval', '0'],
+      );
+      return { url: `ws://127.0.0.1:${port}/${ctx.service}`, args: ['--ws-payload=raw'], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
+    name: 'chain-direct',
+    description: 'the Node chain client straight to unix:$RUNDIR/echo (connectIpc, IPC_NETWORK unset)',
+    role: 'baseline',
+    kind: 'chain',
+    default: true,
+    start: async (ctx) => ({
+      url: `connectIpc -> unix:${ctx.servicePath}`,
+      args: [],
+      cpuPid: ctx.echod.pid,
+      daemons: [],
+      chain: {
+        clientScript: chainClientScript(ctx),
+        cwd: ctx.root,
+        rundir: ctx.rundir,
+        network: undefined,
+        service: ctx.service,
+        gateways: [],
+        echodPid: ctx.echod.pid,
+      },
+    }),
+  },
+  {
+    name: 'chain',
+    description: 'connectIpc -> ipcd -> tcpd A (outbound) -> TCP -> tcpd B (--allow echo) -> echod; CPU = ipcd + tcpd A + tcpd B',
+    role: 'gateway',
+    kind: 'chain',
+    baseline: 'chain-direct',
+    default: true,
+    start: async (ctx) => {
+      // Host B is RUNDIR (echod is $RUNDIR/echo); host A is its own run directory.
+      const rundirA = path.join(ctx.rundir, 'a');
+      fs.mkdirSync(rundirA, { recursive: true });
+      const tcpd = ctx.repo('dist/gateways/cli/tcpd.js');
+      const b = await startNodeDaemon(ctx, 'chain-tcpd-B', tcpd, ['--listen', '127.0.0.1:0', '--allow', ctx.service, '--no-outbound'], 'tcp');
+      const a = await startUnixDaemon(ctx, 'chain-tcpd-A', tcpd, ['--outbound-only'], rundirA);
+      const ipcd = await startUnixDaemon(ctx, 'chain-ipcd', ctx.repo('dist/gateways/cli/ipcd.js'), [], rundirA);
+      const network = `${ctx.service} tcp://127.0.0.1:${b.port}/${ctx.service}`;
+      return {
+        url: `connectIpc, RUNDIR=${rundirA}, IPC_NETWORK='${network}'`,
+        args: [],
+        cpuPid: ipcd.pid,
+        daemons: [ipcd, a, b.daemon],
+        chain: {
+          clientScript: chainClientScript(ctx),
+          cwd: ctx.root,
+          rundir: rundirA,
+          network,
+          service: ctx.service,
+          gateways: [
+            { name: 'ipcd', pid: ipcd.pid },
+            { name: 'tcpd-A', pid: a.pid },
+            { name: 'tcpd-B', pid: b.daemon.pid },
+          ],
+          echodPid: ctx.echod.pid,
+        },
+      };
+    },
+  },
 ];
+
+function chainClientScript(ctx: TargetContext): string {
+  const script = ctx.repo('dist/scripts/bench/chain-client.js');
+  if (!fs.existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` (npm run bench does)`);
+  return script;
+}
+
+/** Whether target `t` runs workload `w`. */
+export function runsWorkload(t: TargetSpec, w: Workload): boolean {
+  return (t.kind ?? 'ipcbench') === w.kind && (t.workloads === undefined || t.workloads.includes(w.id));
+}
 
 /**
  * The targets to run: `only` (names) or the default set; unless `bare`, the baseline and
@@ -193,10 +392,21 @@ export function selectTargets(only: readonly string[] | undefined, bare: boolean
   if (!bare) {
     for (const name of [...chosen]) {
       const spec = byName.get(name)!;
-      for (const t of TARGETS) if (t.role === 'baseline') chosen.add(t.name);
+      if (spec.role !== 'baseline') chosen.add(spec.baseline ?? 'unix');
       if (spec.cpuVs) chosen.add(spec.cpuVs);
+      if (spec.rateVs) chosen.add(spec.rateVs.name);
     }
   }
-  // Registry order: baseline, anchors, then gateways.
+  // Registry order: each gateway after the anchors it is compared with.
   return TARGETS.filter((t) => chosen.has(t.name));
+}
+
+/**
+ * The workloads to run with these targets: those of `selected` that some target other
+ * than a baseline or anchor runs (all of them when only references were chosen).
+ */
+export function workloadsFor(selected: readonly Workload[], targets: readonly TargetSpec[]): Workload[] {
+  const measured = targets.filter((t) => t.role === 'gateway');
+  const drivers = measured.length ? measured : targets;
+  return selected.filter((w) => drivers.some((t) => runsWorkload(t, w)));
 }

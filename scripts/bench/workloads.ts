@@ -1,5 +1,6 @@
 /**
- * The workloads (ipcbench modes and shapes) and one bounded ipcbench run.
+ * The workloads (ipcbench modes and shapes, and the chain client's) and one bounded
+ * ipcbench run. Chain workloads are run by scripts/bench/chain.ts.
  */
 import type { Procs } from './procs.js';
 import type { RunningTarget } from './targets.js';
@@ -8,25 +9,32 @@ export interface Workload {
   id: string;
   /** Human title for the table. */
   title: string;
-  mode: 'rr' | 'stream' | 'connect';
+  /** Who generates the load: ipcbench, or the Node chain client (connectIpc). */
+  kind: 'ipcbench' | 'chain';
+  /** ipcbench's mode, or the chain client's (`rr`, `lookup`). */
+  mode: 'rr' | 'stream' | 'connect' | 'lookup';
+  /** Connections (ipcbench; chain rr), or slots per client process (chain lookup). */
   conns: number;
   size: number;
   window?: number;
-  /** The throughput figure in ipcbench's JSON, and its unit in the table. */
-  metric: 'msgs_per_s' | 'MBps' | 'conn_per_s';
+  /** Chain: client processes (connectIpc runs at most 2 lookups at once per process). */
+  procs?: number;
+  /** The throughput figure in the result's JSON, and its unit in the table. */
+  metric: 'msgs_per_s' | 'MBps' | 'conn_per_s' | 'lookups_per_s';
   unit: string;
   /** What the CPU figure is per. */
-  per: 'msg' | 'conn';
+  per: 'msg' | 'conn' | 'lookup';
 }
 
 export const WORKLOADS: readonly Workload[] = [
-  { id: 'rr-c1-64', title: 'rr 1 conn, 64 B', mode: 'rr', conns: 1, size: 64, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
-  { id: 'rr-c1-16k', title: 'rr 1 conn, 16 KiB', mode: 'rr', conns: 1, size: 16384, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
-  { id: 'rr-c64-64', title: 'rr 64 conns, 64 B', mode: 'rr', conns: 64, size: 64, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
-  { id: 'rr-c64-16k', title: 'rr 64 conns, 16 KiB', mode: 'rr', conns: 64, size: 16384, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  { id: 'rr-c1-64', title: 'rr 1 conn, 64 B', kind: 'ipcbench', mode: 'rr', conns: 1, size: 64, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  { id: 'rr-c1-16k', title: 'rr 1 conn, 16 KiB', kind: 'ipcbench', mode: 'rr', conns: 1, size: 16384, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  { id: 'rr-c64-64', title: 'rr 64 conns, 64 B', kind: 'ipcbench', mode: 'rr', conns: 64, size: 64, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  { id: 'rr-c64-16k', title: 'rr 64 conns, 16 KiB', kind: 'ipcbench', mode: 'rr', conns: 64, size: 16384, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
   {
     id: 'stream-c8-64k',
     title: 'stream 8 conns, 64 KiB, w16',
+    kind: 'ipcbench',
     mode: 'stream',
     conns: 8,
     size: 65536,
@@ -35,7 +43,22 @@ export const WORKLOADS: readonly Workload[] = [
     unit: 'MB/s',
     per: 'msg',
   },
-  { id: 'connect-c8', title: 'connect 8 slots, 1 echo', mode: 'connect', conns: 8, size: 64, metric: 'conn_per_s', unit: 'conn/s', per: 'conn' },
+  { id: 'connect-c8', title: 'connect 8 slots, 1 echo', kind: 'ipcbench', mode: 'connect', conns: 8, size: 64, metric: 'conn_per_s', unit: 'conn/s', per: 'conn' },
+  // The full chain (Node client with connectIpc -> ipcd -> tcpd A -> TCP -> tcpd B -> echod).
+  { id: 'chain-rr-c1-64', title: 'chain rr 1 conn, 64 B', kind: 'chain', mode: 'rr', conns: 1, size: 64, procs: 1, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  { id: 'chain-rr-c64-64', title: 'chain rr 64 conns, 64 B', kind: 'chain', mode: 'rr', conns: 64, size: 64, procs: 1, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
+  {
+    id: 'chain-lookup-2x2',
+    title: 'chain lookup + 1 echo + close, 2 procs x 2',
+    kind: 'chain',
+    mode: 'lookup',
+    conns: 2,
+    size: 64,
+    procs: 2,
+    metric: 'lookups_per_s',
+    unit: 'lookup/s',
+    per: 'lookup',
+  },
 ];
 
 /** Workloads whose id equals or starts with one of `filters` (all when none). */
@@ -48,20 +71,32 @@ export function selectWorkloads(filters: readonly string[] | undefined): Workloa
   return chosen;
 }
 
-/** The parts of ipcbench's JSON line the report reads (the raw line is kept whole). */
+/**
+ * The parts of ipcbench's JSON line the report reads (the raw line is kept whole); the
+ * chain runner writes lines of the same shape (`"tool":"chain"`).
+ */
 export interface IpcbenchResult {
-  tool: 'ipcbench';
+  tool: 'ipcbench' | 'chain';
   label: string;
   msgs?: number;
   msgs_per_s?: number;
   MBps?: number;
   conn_per_s?: number;
+  lookups_per_s?: number;
   cycles?: number;
   conns_ready?: number;
   conns_failed?: number;
   lat_us?: { p50: number; p99: number };
   cycle_us?: { p50: number; p99: number };
-  cpu?: { harness_s: number; harness_util: number; harness_us_per_msg: number; pids: { pid: number; cpu_s: number; util: number; us_per_msg: number }[] };
+  cpu?: {
+    harness_s: number;
+    harness_util: number;
+    harness_us_per_msg: number;
+    /** Chain: the figure of merit (sum over the gateway processes); else pids[0]'s. */
+    figure_us_per_msg?: number;
+    /** `name` only in chain lines. */
+    pids: { pid: number; name?: string; cpu_s: number; util: number; us_per_msg: number }[];
+  };
   errors: Record<string, number>;
   errors_total: number;
   connect_retries: number;
