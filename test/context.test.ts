@@ -245,10 +245,13 @@ test('an external socket yields EXTERNAL events carrying its raw bytes, then DIS
 
 // Switches
 
-/** An external client arriving at a gateway: [the remote peer, the gateway's accepted socket]. */
-async function externalPair(t: ExecutionContext, dir: string): Promise<[RawClient, net.Socket]> {
-  const server = net.createServer({ allowHalfOpen: true });
-  const socketPath = path.join(dir, 'front');
+/**
+ * An external client arriving at a gateway: [the remote peer, the gateway's accepted
+ * socket]. `halfOpen` false gives a socket of Node's default kind.
+ */
+async function externalPair(t: ExecutionContext, dir: string, halfOpen = true): Promise<[RawClient, net.Socket]> {
+  const server = net.createServer({ allowHalfOpen: halfOpen });
+  const socketPath = path.join(dir, halfOpen ? 'front' : 'plain');
   server.listen(socketPath);
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   await within(once(server, 'listening'), 'listen');
@@ -600,27 +603,13 @@ for (const cut of [1, 4, 6, 12]) {
   });
 }
 
-/** An external client on a server that is not half-open (Node's default). */
-async function plainExternalPair(t: ExecutionContext, dir: string): Promise<[RawClient, net.Socket]> {
-  const server = net.createServer();
-  const socketPath = path.join(dir, 'plain');
-  server.listen(socketPath);
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  await within(once(server, 'listening'), 'listen');
-  const accepted = once(server, 'connection');
-  const peer = await new RawClient(t, socketPath).connected();
-  const [socket] = (await within(accepted, 'accept')) as [net.Socket];
-  t.teardown(() => socket.destroy());
-  return [peer, socket];
-}
-
 test("addSwitch removes only the context's listeners: Node's own 'end' listener and the program's stay", async (t) => {
   const rundir = tempDirSync(t, 'libipc-context-');
   const backend = context(t, { rundir });
   const echo = pongd(backend);
   await backend.serve('pong');
   const gateway = context(t, { rundir });
-  const [peer, socket] = await plainExternalPair(t, rundir);
+  const [peer, socket] = await externalPair(t, rundir, false);
   t.false(socket.allowHalfOpen);
   const nodeEnd = socket.listeners('end');
   t.true(nodeEnd.length > 0, "Node puts its own 'end' listener on a socket");
