@@ -133,10 +133,16 @@ export function terminateTls(
       if (!handshake.settle()) return;
       pendingByRaw.delete(raw);
       raw.off('close', onRawClose);
+      // A client's FIN is forwarded as a half-close from here on, as for tcpd.
+      socket.allowHalfOpen = true;
       next(socket, { ...info, tls: tlsInfo });
     },
   });
   hookServer(material.server);
+  // Not half-open during the handshake: a client's FIN then ends the TLS socket Node
+  // creates, which reports it ('tlsClientError'), instead of holding the slot until the
+  // deadline. Half-close is given back once the client is secured (below).
+  raw.allowHalfOpen = false;
   // Documented for tls.Server: inject an accepted socket; Node runs the handshake.
   material.server.emit('connection', raw);
 }

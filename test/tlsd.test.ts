@@ -543,6 +543,17 @@ tlsTest('closes clients that stall in the TLS handshake after --handshake-timeou
   await served.close();
 });
 
+tlsTest('closes at once a client that half-closes in the middle of its TLS handshake (not at the deadline)', async (t) => {
+  // A deadline far beyond the wait: a refusal seen in time is not the timeout.
+  const env = await start(t, ['--service', 'pong', '--handshake-timeout', '60000']);
+  const client = await TcpClient.connect(t, env.port);
+  await client.write(Buffer.from('1603010200' + '010001fc0303' + '00'.repeat(4), 'hex'));
+  client.socket.end();
+  const line = await expectRefused(t, env, client, ErrorCode.HANDSHAKE_ABORTED);
+  t.regex(String(line['reason']), /closed during the TLS handshake/);
+  await stillServes(env);
+});
+
 tlsTest('with --allow, closes a client that finishes TLS but never names a service after --handshake-timeout', async (t) => {
   const env = await start(t, ['--allow', 'pong', '--handshake-timeout', '1000']);
   const client = await env.connect();

@@ -200,8 +200,14 @@ export class TcpClient extends Receiver {
     });
   }
 
+  private knownPeer: string | null = null;
+
+  /** How the gateway logs this client (`ip:port`); kept once known, as a closed socket forgets it. */
   get peer(): string {
-    return `${this.socket.localAddress}:${this.socket.localPort}`;
+    if (this.knownPeer === null && this.socket.localAddress !== undefined) {
+      this.knownPeer = `${this.socket.localAddress}:${this.socket.localPort}`;
+    }
+    return this.knownPeer ?? 'undefined:undefined';
   }
 
   static connect(t: ExecutionContext, port: number, timeout = WAIT): Promise<TcpClient> {
@@ -221,7 +227,9 @@ export class TcpClient extends Receiver {
       socket.once('connect', () => {
         clearTimeout(timer);
         socket.removeAllListeners('error');
-        resolve(new TcpClient(socket));
+        const client = new TcpClient(socket);
+        void client.peer; // remembered now, while the socket is connected
+        resolve(client);
       });
     });
   }
