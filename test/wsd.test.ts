@@ -32,12 +32,18 @@ import { devCertificates, httpGet, numbered, peakRss, pythonClient, rawGet, rawS
 
 const MiB = 1024 * 1024;
 
-/** A run directory (created by the first daemon), pongd `pong` in it unless `pong` is false, and wsd with `args`. */
-async function setup(t: ExecutionContext, args: readonly string[] = ['--allow', 'pong'], pong = true) {
+/** Waits for a slot, then makes a temp dir holding an empty run directory `run` (0700). */
+async function slotRundir(t: ExecutionContext): Promise<{ dir: string; rundir: string }> {
   await slot(t);
   const dir = await tempDir(t);
   const rundir = path.join(dir, 'run');
   mkdirSync(rundir, { mode: 0o700 });
+  return { dir, rundir };
+}
+
+/** A run directory (created by the first daemon), pongd `pong` in it unless `pong` is false, and wsd with `args`. */
+async function setup(t: ExecutionContext, args: readonly string[] = ['--allow', 'pong'], pong = true) {
+  const { dir, rundir } = await slotRundir(t);
   const [pongd, wsd] = await Promise.all([pong ? startPongd(t, rundir) : Promise.resolve(null), startWsd(t, rundir, args)]);
   return { dir, rundir, pongd, wsd, url: (p: string) => `ws://127.0.0.1:${wsd.port}${p}` };
 }
@@ -195,10 +201,7 @@ test('with --service, every path reaches the fixed service', async (t) => {
 // wss
 
 async function setupWss(t: ExecutionContext) {
-  await slot(t);
-  const dir = await tempDir(t);
-  const rundir = path.join(dir, 'run');
-  mkdirSync(rundir, { mode: 0o700 });
+  const { dir, rundir } = await slotRundir(t);
   const { ca, files } = devCertificates(dir);
   const [, wsd] = await Promise.all([
     startPongd(t, rundir),
@@ -419,10 +422,7 @@ const traversals = ['/../x', '/%2e%2e', '/%2e%2e%2fx', '/..%2fx', '/%2E%2E/x', '
 
 for (const p of traversals) {
   test(`refuses the path ${p} with 400 and a log line, reaching nothing`, async (t) => {
-    await slot(t);
-    const dir = await tempDir(t);
-    const rundir = path.join(dir, 'run');
-    mkdirSync(rundir);
+    const { dir, rundir } = await slotRundir(t);
     const [beside, wsd] = await Promise.all([startPongd(t, dir, 'x'), startWsd(t, rundir, ['--allow', '*'])]);
     const raw = await RawClient.connect(wsd.port);
     t.teardown(() => raw.destroy());
@@ -438,10 +438,7 @@ for (const p of traversals) {
 }
 
 test('decodes the path once: a double-encoded traversal names a literal service and reaches nothing', async (t) => {
-  await slot(t);
-  const dir = await tempDir(t);
-  const rundir = path.join(dir, 'run');
-  mkdirSync(rundir);
+  const { dir, rundir } = await slotRundir(t);
   const [beside, wsd] = await Promise.all([startPongd(t, dir, 'x'), startWsd(t, rundir, ['--allow', '*'])]);
   const raw = await RawClient.connect(wsd.port);
   t.teardown(() => raw.destroy());
@@ -619,10 +616,7 @@ test('a service killed mid-conversation closes its clients with 1001 or 1011, an
 });
 
 test('a service reply larger than --max-payload closes the client with 1009', async (t) => {
-  await slot(t);
-  const dir = await tempDir(t);
-  const rundir = path.join(dir, 'run');
-  mkdirSync(rundir);
+  const { dir, rundir } = await slotRundir(t);
   await rawService(t, rundir, 'big', (socket) => {
     socket.write(encodeFrame('fine'));
     // A header announcing 2000 bytes, over wsd's limit of 1000: wsd must not wait for them.
@@ -639,10 +633,7 @@ test('a service reply larger than --max-payload closes the client with 1009', as
 });
 
 test('a good reply and an oversized header in one write: the good reply arrives, then 1009', async (t) => {
-  await slot(t);
-  const dir = await tempDir(t);
-  const rundir = path.join(dir, 'run');
-  mkdirSync(rundir);
+  const { dir, rundir } = await slotRundir(t);
   await rawService(t, rundir, 'big', (socket) => {
     const header = Buffer.alloc(4);
     header.writeUInt32BE(2000);
@@ -656,10 +647,7 @@ test('a good reply and an oversized header in one write: the good reply arrives,
 });
 
 test('a service that ends in the middle of a frame closes the client with 1011', async (t) => {
-  await slot(t);
-  const dir = await tempDir(t);
-  const rundir = path.join(dir, 'run');
-  mkdirSync(rundir);
+  const { dir, rundir } = await slotRundir(t);
   await rawService(t, rundir, 'cut', (socket) => {
     socket.end(Buffer.concat([encodeFrame('whole'), encodeFrame('cut short').subarray(0, 7)]));
   });
@@ -675,10 +663,7 @@ test('a service that ends in the middle of a frame closes the client with 1011',
 // so the client's pongs stay unread in the socket: the ping sweep must not take that
 // for a dead peer.
 test('a client held back by a slow service is not dropped by the ping check', async (t) => {
-  await slot(t);
-  const dir = await tempDir(t);
-  const rundir = path.join(dir, 'run');
-  mkdirSync(rundir);
+  const { dir, rundir } = await slotRundir(t);
   await rawService(t, rundir, 'sink', (socket) => {
     socket.pause(); // reads nothing until the end of the test
   });
@@ -776,10 +761,7 @@ const RSS_BOUND = 64 * MiB;
 const mib = (bytes: number) => (bytes / MiB).toFixed(1);
 
 test('a client that stops reading while the service floods does not make wsd buffer without bound', async (t) => {
-  await slot(t);
-  const dir = await tempDir(t);
-  const rundir = path.join(dir, 'run');
-  mkdirSync(rundir);
+  const { dir, rundir } = await slotRundir(t);
   const size = 64 * 1024;
   const flood = { written: 0, frames: 0, stop: false };
   await rawService(t, rundir, 'flood', (socket) => {
@@ -823,10 +805,7 @@ test('a client that stops reading while the service floods does not make wsd buf
 });
 
 test('a slow service while a client keeps sending does not make wsd buffer without bound', async (t) => {
-  await slot(t);
-  const dir = await tempDir(t);
-  const rundir = path.join(dir, 'run');
-  mkdirSync(rundir);
+  const { dir, rundir } = await slotRundir(t);
   const size = 64 * 1024;
   const sink = { frames: 0, bad: null as string | null, fast: false, socket: null as net.Socket | null };
   await rawService(t, rundir, 'sink', (socket) => {

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { vectorsDir } from './paths.js';
+import { Waiters } from './waiters.js';
 
 export type Cleanup = (fn: () => void | Promise<void>) => void;
 
@@ -148,7 +149,7 @@ export async function recordingProxy(
   target: { port: number } | { path: string },
 ): Promise<RecordingProxy> {
   const connections: RecordedConnection[] = [];
-  const waiters = new Set<() => void>();
+  const waiters = new Waiters();
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
     const rec = new RecordedConnection();
@@ -165,17 +166,17 @@ export async function recordingProxy(
     upstream.once('close', onClose(upstream));
     upstream.once('connect', () => {
       rec.upstreamPort = upstream.localPort;
-      for (const wake of waiters) wake();
+      waiters.wake();
     });
     client.on('data', (data: Buffer) => {
       rec.chunks.push({ dir: '>', data });
       upstream.write(data);
-      for (const wake of waiters) wake();
+      waiters.wake();
     });
     upstream.on('data', (data: Buffer) => {
       rec.chunks.push({ dir: '<', data });
       client.write(data);
-      for (const wake of waiters) wake();
+      waiters.wake();
     });
     client.on('end', () => {
       rec.firstEnd ??= 'client';
@@ -194,7 +195,7 @@ export async function recordingProxy(
       rec.firstEnd ??= 'target';
       client.destroy();
     });
-    for (const wake of waiters) wake();
+    waiters.wake();
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -211,25 +212,14 @@ export async function recordingProxy(
     path: 'path' in listen ? listen.path : '',
     connections,
     waitConnection(predicate, timeout) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
+      return waiters.wait(
+        () => {
           const found = connections.find(predicate);
-          if (found) {
-            done();
-            resolve(found);
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`no matching proxied connection within ${timeout} ms; seen: ${JSON.stringify(connections.map((c) => c.runs()))}`));
-        }, timeout);
-        const done = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      });
+          return found ? { value: found } : undefined;
+        },
+        timeout,
+        () => new Error(`no matching proxied connection within ${timeout} ms; seen: ${JSON.stringify(connections.map((c) => c.runs()))}`),
+      );
     },
   };
 }
@@ -262,10 +252,8 @@ export async function fakeServer(
   onData: (conn: FakeConnection, chunk: Buffer) => void,
 ): Promise<FakeServer> {
   const connections: FakeConnection[] = [];
-  const waiters = new Set<() => void>();
-  const wake = () => {
-    for (const w of [...waiters]) w();
-  };
+  const waiters = new Waiters();
+  const wake = () => waiters.wake();
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     const conn: FakeConnection = { socket, received: Buffer.alloc(0), ended: false, closed: false };
     connections.push(conn);
@@ -299,25 +287,17 @@ export async function fakeServer(
     port: typeof address === 'object' && address !== null ? address.port : 0,
     connections,
     waitFor(predicate, timeout) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
+      return waiters.wait(
+        () => {
           const found = connections.find(predicate);
-          if (found) {
-            done();
-            resolve(found);
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`fake server: no matching connection within ${timeout} ms; received: ${JSON.stringify(connections.map((c) => c.received.toString('hex')))}`));
-        }, timeout);
-        const done = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      });
+          return found ? { value: found } : undefined;
+        },
+        timeout,
+        () =>
+          new Error(
+            `fake server: no matching connection within ${timeout} ms; received: ${JSON.stringify(connections.map((c) => c.received.toString('hex')))}`,
+          ),
+      );
     },
   };
 }

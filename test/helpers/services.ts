@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { frame } from './raw-client.js';
+import { Waiters } from './waiters.js';
 
 export interface TestService {
   readonly path: string;
@@ -41,10 +42,8 @@ export async function startFrameService(
 ): Promise<TestService> {
   mkdirSync(rundir, { recursive: true, mode: 0o770 });
   const socketPath = path.join(rundir, name);
-  const waiters = new Set<() => void>();
-  const wake = () => {
-    for (const w of [...waiters]) w();
-  };
+  const waiters = new Waiters();
+  const wake = () => waiters.wake();
   const service: TestService = {
     path: socketPath,
     accepted: 0,
@@ -57,23 +56,11 @@ export async function startFrameService(
         server.close(() => resolve());
       }),
     until: (predicate, timeout, what) =>
-      new Promise<void>((resolve, reject) => {
-        const check = () => {
-          if (!predicate()) return;
-          done();
-          resolve();
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`service ${name}: ${what} not within ${timeout} ms`));
-        }, timeout);
-        const done = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      }),
+      waiters.wait(
+        () => (predicate() ? { value: undefined } : undefined),
+        timeout,
+        () => new Error(`service ${name}: ${what} not within ${timeout} ms`),
+      ),
   };
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     service.accepted++;
