@@ -245,6 +245,15 @@ test('an external socket yields EXTERNAL events carrying its raw bytes, then DIS
 
 // Switches
 
+/** A temp run directory with a pongd-style echo program serving `pong` in it. */
+async function pongBackend(t: ExecutionContext): Promise<{ rundir: string; backend: Context; echo: ReturnType<typeof pongd> }> {
+  const rundir = tempDirSync(t, 'libipc-context-');
+  const backend = context(t, { rundir });
+  const echo = pongd(backend);
+  await backend.serve('pong');
+  return { rundir, backend, echo };
+}
+
 /**
  * An external client arriving at a gateway: [the remote peer, the gateway's accepted
  * socket]. `halfOpen` false gives a socket of Node's default kind.
@@ -263,10 +272,7 @@ async function externalPair(t: ExecutionContext, dir: string, halfOpen = true): 
 }
 
 test('addSwitch joins an external socket and a service connection, with SWITCH_RX and SWITCH_TX events', async (t) => {
-  const rundir = tempDirSync(t, 'libipc-context-');
-  const backend = context(t, { rundir });
-  const echo = pongd(backend);
-  await backend.serve('pong');
+  const { rundir, echo } = await pongBackend(t);
 
   const gateway = context(t, { rundir, switchEvents: true });
   const [peer, socket] = await externalPair(t, rundir);
@@ -302,10 +308,7 @@ test('addSwitch joins an external socket and a service connection, with SWITCH_R
 });
 
 test('without switchEvents a switch yields only its DISCONNECTION', async (t) => {
-  const rundir = tempDirSync(t, 'libipc-context-');
-  const backend = context(t, { rundir });
-  pongd(backend);
-  await backend.serve('pong');
+  const { rundir } = await pongBackend(t);
   const gateway = context(t, { rundir });
   const [peer, socket] = await externalPair(t, rundir);
   const ext = gateway.addExternal(socket);
@@ -319,10 +322,7 @@ test('without switchEvents a switch yields only its DISCONNECTION', async (t) =>
 });
 
 test('an oversize frame through a switch yields DISCONNECTION with the coded error in its summary', async (t) => {
-  const rundir = tempDirSync(t, 'libipc-context-');
-  const backend = context(t, { rundir });
-  const echo = pongd(backend);
-  await backend.serve('pong');
+  const { rundir, echo } = await pongBackend(t);
   const gateway = context(t, { rundir, maxPayload: 16 });
   const [peer, socket] = await externalPair(t, rundir);
   const ext = gateway.addExternal(socket);
@@ -343,10 +343,7 @@ test('an oversize frame through a switch yields DISCONNECTION with the coded err
 
 // A program stopping on SIGTERM must not keep its switched clients connected.
 test('closeAll also closes switched connections', async (t) => {
-  const rundir = tempDirSync(t, 'libipc-context-');
-  const backend = context(t, { rundir });
-  pongd(backend);
-  await backend.serve('pong');
+  const { rundir } = await pongBackend(t);
   const gateway = context(t, { rundir });
   const [peer, socket] = await externalPair(t, rundir);
   const ext = gateway.addExternal(socket);
@@ -604,10 +601,7 @@ for (const cut of [1, 4, 6, 12]) {
 }
 
 test("addSwitch removes only the context's listeners: Node's own 'end' listener and the program's stay", async (t) => {
-  const rundir = tempDirSync(t, 'libipc-context-');
-  const backend = context(t, { rundir });
-  const echo = pongd(backend);
-  await backend.serve('pong');
+  const { rundir, echo } = await pongBackend(t);
   const gateway = context(t, { rundir });
   const [peer, socket] = await externalPair(t, rundir, false);
   t.false(socket.allowHalfOpen);
