@@ -60,6 +60,21 @@ export function stopOnSignals(
     );
   };
   for (const signal of signals) process.on(signal, onSignal);
+  reportMemoryOnSignal(logger);
+}
+
+/**
+ * With `node --expose-gc` (the hostile-client tests run daemons so), SIGUSR2 forces a
+ * full GC and logs `memory` with rss/heapUsed, so a test can compare a daemon's memory
+ * with its baseline after a batch of abuse. Without --expose-gc, SIGUSR2 only logs.
+ */
+export function reportMemoryOnSignal(logger: Logger): void {
+  process.on('SIGUSR2', () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (gc) gc();
+    const { rss, heapUsed } = process.memoryUsage();
+    logger.info({ rss, heapUsed, gc: gc !== undefined }, 'memory');
+  });
 }
 
 /** Logs a fatal startup error (coded errors keep their code) and exits 1. */
