@@ -24,6 +24,8 @@ export interface SpawnOptions {
   env?: Record<string, string | undefined>;
   /** Run through `sh -c 'umask U; exec node ...'` to start under that umask. */
   umask?: string;
+  /** Arguments for node itself, before the script (e.g. `--expose-gc`). */
+  nodeArgs?: readonly string[];
 }
 
 /** A spawned node process whose stdout is JSON log lines. */
@@ -117,10 +119,10 @@ export function childEnv(extra: Record<string, string | undefined> = {}): NodeJS
 /** Spawns `node dist/gateways/cli/<name>.js ...args` with stdout and stderr piped. */
 export function spawnChild(name: CliName, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
   const env = childEnv(options.env);
-  const script = cliPath(name);
+  const script = [...(options.nodeArgs ?? []), cliPath(name)];
   return options.umask === undefined
-    ? spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn('/bin/sh', ['-c', `umask ${options.umask} && exec "$0" "$@"`, process.execPath, script, ...args], {
+    ? spawn(process.execPath, [...script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('/bin/sh', ['-c', `umask ${options.umask} && exec "$0" "$@"`, process.execPath, ...script, ...args], {
         env,
         stdio: ['ignore', 'pipe', 'pipe'],
       });
