@@ -1,19 +1,21 @@
 /**
  * `npm run bench`: measures the gateways (tcpd, tlsd, wsd, and the full ipcd chain)
- * against a direct Unix socket and anchors (naive Node TCP and TLS pipes, websockify), in
- * one run, with ../shared/tools/ipcbench (C load generator and echo service) and, for the
+ * against a direct Unix socket and anchors (naive Node TCP and TLS pipes, HAProxy with
+ * one thread in TCP and TLS mode, websockify), in one run, with ../shared/tools/ipcbench (C load generator and echo service) and, for the
  * chain, a Node client using connectIpc (scripts/bench/chain-client.ts). A benchmark, not
  * a test: it prints figures; it fails only when a run saw errors (verify, length, I/O...),
  * failed, or a target died.
  *
- *   npm run bench                               # ~6 min: every target, 3 rounds of 1+2 s
- *   npm run bench -- --quick                    # ~1 min: 1 round of 0.5+1 s
- *   npm run bench -- --only tlsd                # tlsd with unix and the Node TLS pipe
+ *   npm run bench                               # ~9 min: every target, 3 rounds of 1+2 s, idle 8,000
+ *   npm run bench -- --quick                    # ~1.5 min: 1 round of 0.5+1 s, idle 500
+ *   npm run bench -- --only tlsd                # tlsd with unix, the Node TLS pipe and HAProxy TLS
  *   npm run bench -- --only tcpd --workloads rr-c64 --duration 5 --rounds 3
+ *   npm run bench -- --only tcpd,tlsd,wsd --workloads idle --idle-conns 500
  *
  * Builds echod and ipcbench into .bench/bin, starts echod on `$RUNDIR/echo` in a temp
  * RUNDIR, starts every target (scripts/bench/targets.ts), runs every workload against
- * each target that runs it (rounds alternate the target order), and prints medians. Raw
+ * each target that runs it (rounds alternate the target order; the idle workload restarts
+ * its target before every run, so memory grows from a fresh process), and prints medians. Raw
  * JSON lines go to .bench/results-<timestamp>.jsonl. Every child is stopped on exit and on
  * SIGINT. See docs/benchmarks.md.
  */
@@ -25,9 +27,17 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Procs, describeExit, tail, type Daemon } from './bench/procs.js';
 import { TARGETS, runsWorkload, selectTargets, workloadsFor, type RunningTarget, type TargetContext, type TargetSpec } from './bench/targets.js';
-import { WORKLOADS, runIpcbench, selectWorkloads, type RunOutcome, type Workload } from './bench/workloads.js';
+import {
+  DEFAULT_IDLE_CONNS,
+  WORKLOADS,
+  runIpcbench,
+  selectWorkloads,
+  withIdleConns,
+  type RunOutcome,
+  type Workload,
+} from './bench/workloads.js';
 import { runChain } from './bench/chain.js';
-import { cpuFigure, floorSummary, summarize, table, type Run } from './bench/report.js';
+import { cpuFigure, floorSummary, idleTable, issueTable, summarize, table, type Run } from './bench/report.js';
 import { busyCores, idleLoad, sampleCpu } from './bench/machine.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -50,6 +60,7 @@ interface Options {
   workloads?: string[];
   list?: boolean;
   keepLogs?: boolean;
+  idleConns?: number;
 }
 
 function positive(value: string): number {
@@ -86,6 +97,7 @@ const program = new Command('bench')
   .option('--only <targets>', 'targets to run, comma-separated (env BENCH_ONLY); unix and the anchors they are compared with are added', names)
   .option('--bare', 'with --only: run exactly those targets (no ratios without their references)')
   .option('--workloads <ids>', 'workload ids or prefixes, comma-separated (env BENCH_WORKLOADS), e.g. rr-c64,connect', names)
+  .option('--idle-conns <n>', `connections the idle workload holds (env BENCH_IDLE_CONNS; default ${DEFAULT_IDLE_CONNS}, --quick 500)`, positive)
   .option('--list', 'list targets and workloads, and exit')
   .option('--keep-logs', 'keep the daemons\' logs (.bench/logs-<timestamp>/) even when all went well')
   .addHelpText(
@@ -110,8 +122,12 @@ async function main(): Promise<number> {
   const duration = opts.duration ?? envNumber('BENCH_DURATION') ?? (quick ? 1 : 2);
   const warmup = opts.warmup ?? envNumber('BENCH_WARMUP') ?? (quick ? 0.5 : 1);
   const rounds = Math.max(1, Math.round(opts.rounds ?? envNumber('BENCH_ROUNDS') ?? (quick ? 1 : 3)));
-  const targets = selectTargets(opts.only ?? envList('BENCH_ONLY'), opts.bare ?? false);
-  const workloads = workloadsFor(selectWorkloads(opts.workloads ?? envList('BENCH_WORKLOADS')), targets);
+  const selected = selectTargets(opts.only ?? envList('BENCH_ONLY'), opts.bare ?? false);
+  const idleConns = Math.round(opts.idleConns ?? envNumber('BENCH_IDLE_CONNS') ?? (quick ? 500 : DEFAULT_IDLE_CONNS));
+  const workloads = withIdleConns(workloadsFor(selectWorkloads(opts.workloads ?? envList('BENCH_WORKLOADS')), selected), idleConns);
+  // Not started when none of the chosen workloads is theirs (say, node-pipe for --workloads idle).
+  const targets = selected.filter((t) => workloads.some((w) => runsWorkload(t, w)));
+  if (workloads.some((w) => w.mode === 'idle')) checkDescriptors(idleConns);
   if (workloads.length === 0) throw new Error(`none of the chosen workloads is run by ${targets.map((t) => t.name).join(', ')}`);
   /** The chosen targets that run workload `w`. */
   const targetsOf = (w: Workload): TargetSpec[] => targets.filter((t) => runsWorkload(t, w));
@@ -167,6 +183,7 @@ async function main(): Promise<number> {
       procs,
       repo: (relative) => path.join(root, relative),
       cache: new Map(),
+      idleConns,
     };
     const running = new Map<string, RunningTarget>();
     for (const t of targets) running.set(t.name, await t.start(ctx));
@@ -186,6 +203,7 @@ async function main(): Promise<number> {
       duration_s: duration,
       warmup_s: warmup,
       rounds,
+      idle_conns: workloads.some((w) => w.mode === 'idle') ? idleConns : undefined,
       targets: targets.map((t) => ({
         name: t.name,
         role: t.role,
@@ -197,7 +215,10 @@ async function main(): Promise<number> {
     };
     fs.writeFileSync(resultsFile, `${JSON.stringify(meta)}\n`);
     // A chain run also starts Node clients and opens its connections (lookups): ~1 s more.
-    const perRun = (w: Workload) => warmup + duration + (w.kind === 'chain' ? 1.2 : 0.2);
+    // An idle run restarts its target (~1 s), warms it (0.5 s) and opens N connections
+    // (~2,000/s; TLS handshakes ~1,000/s here) before holding them `duration` s.
+    const perRun = (w: Workload) =>
+      w.mode === 'idle' ? 2 + duration + w.conns / 1500 : warmup + duration + (w.kind === 'chain' ? 1.2 : 0.2);
     const total = workloads.reduce((n, w) => n + targetsOf(w).length, 0) * rounds;
     const seconds = workloads.reduce((s, w) => s + targetsOf(w).length * perRun(w), 0) * rounds;
     for (const t of targets) {
@@ -242,10 +263,20 @@ async function main(): Promise<number> {
             process.stderr.write(`[${String(n).padStart(String(total).length)}/${total}] ${label}: SKIPPED, ${down.name} is not running\n`);
             continue;
           }
+          let measuredTarget = target;
+          if (w.mode === 'idle') {
+            // A process keeps the memory it grew for earlier connections (Node's heap, HAProxy's
+            // pools: a second idle run on one HAProxy grew 82 B/conn against 3,524 for the first),
+            // so every idle run gets a fresh one, warmed with a few connections so that what
+            // the first connection costs once (lazy compilation, pools) is not counted per
+            // connection.
+            measuredTarget = await restartTarget(ctx, t, target, running, procs);
+            await warmUp(procs, ipcbench, measuredTarget);
+          }
           const cpuBefore = sampleCpu();
-          const outcome: RunOutcome = target.chain
-            ? await runChain(procs, { ipcbench, duration, warmup }, w, target.chain, label)
-            : await runIpcbench(procs, { ipcbench, duration, warmup }, w, target, echod.pid, label);
+          const outcome: RunOutcome = measuredTarget.chain
+            ? await runChain(procs, { ipcbench, duration, warmup }, w, measuredTarget.chain, label)
+            : await runIpcbench(procs, { ipcbench, duration, warmup }, w, measuredTarget, echod.pid, label);
           if (interrupted) return 130;
           // Background: machine-wide busy cores minus what ipcbench measured (harness, target, echod).
           const busy = busyCores(cpuBefore, sampleCpu());
@@ -267,7 +298,7 @@ async function main(): Promise<number> {
           }
           // Did the run kill the target? Give a crash a moment to be noticed.
           await new Promise((r) => setTimeout(r, 50));
-          const died = [echod, ...target.daemons].find((d) => d.exit !== null);
+          const died = [echod, ...measuredTarget.daemons].find((d) => d.exit !== null);
           if (died && !dead.has(t.name)) {
             problems.push(`${t.name}: during or right after ${label}: ${deadMessage(died)}`);
             dead.add(t.name);
@@ -283,7 +314,11 @@ async function main(): Promise<number> {
       `\nlibipc gateway benchmark, ${meta.started.slice(0, 19).replace('T', ' ')} UTC, node ${process.version}, ` +
         `${meta.cpus} CPUs, ${meta.git}; -d ${duration} -W ${warmup}, medians of ${rounds} round(s)\n`,
     );
-    console.log(table(rows));
+    if (rows.some((r) => r.workload !== 'idle')) console.log(table(rows));
+    const idle = idleTable(rows);
+    if (idle) console.log(`\n${idle}`);
+    const issue = issueTable(rows);
+    if (issue) console.log(`\nThe issue's table: CPU µs per message (connect: per connection; idle: RSS bytes per connection), throughput x direct Unix\n\n${issue}`);
     console.log('');
     for (const line of floorSummary(rows, targets)) console.log(line);
     console.log(`\nraw results: ${path.relative(process.cwd(), resultsFile)}`);
@@ -301,6 +336,45 @@ async function main(): Promise<number> {
   }
 }
 
+/**
+ * The idle workload holds N connections: the proxy needs ~2N descriptors (client and
+ * service side), ipcbench and echod N each. Every process the bench starts raises its soft
+ * limit to the hard one (Node, echod, ipcbench at start; HAProxy to what its maxconn
+ * needs), so the hard limit is what counts.
+ */
+function checkDescriptors(conns: number): void {
+  let hard = Infinity;
+  try {
+    const line = fs.readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const value = line?.trim().split(/\s+/)[4];
+    if (value && value !== 'unlimited') hard = Number(value);
+  } catch {
+    return; // not Linux: let the run say
+  }
+  const needed = 2 * conns + 256;
+  if (needed > hard) {
+    throw new Error(`--idle-conns ${conns} needs about ${needed} descriptors in the proxy; the hard limit is ${hard} (ulimit -Hn): use at most ${Math.floor((hard - 256) / 2)}`);
+  }
+}
+
+/** Stops a target's processes and starts it again: the new one replaces it in `running`. */
+async function restartTarget(ctx: TargetContext, spec: TargetSpec, old: RunningTarget, running: Map<string, RunningTarget>, procs: Procs): Promise<RunningTarget> {
+  for (const d of old.daemons) await procs.stop(d.child);
+  const fresh = await spec.start(ctx);
+  running.set(spec.name, fresh);
+  return fresh;
+}
+
+/**
+ * A few hundred connections through a fresh target, at most 4 at a time: the code of a
+ * connection's life is compiled and used, and its buffers and pools are those of 4
+ * connections, not of N. Its result does not count (an error here shows in the idle run).
+ */
+async function warmUp(procs: Procs, ipcbench: string, target: RunningTarget): Promise<void> {
+  await procs.run(ipcbench, ['-m', 'connect', '-c', '4', '-s', '64', '-W', '0', '-d', '0.5', '--open-timeout', '10', '-q', ...target.args, target.url], 40_000);
+  await new Promise((r) => setTimeout(r, 300));
+}
+
 function round2(x: number): number {
   return Math.round(x * 100) / 100;
 }
@@ -308,6 +382,14 @@ function round2(x: number): number {
 function progress(label: string, w: Workload, o: Awaited<ReturnType<typeof runIpcbench>>, background: number | null): string {
   const r = o.result;
   if (!r) return `${label}: FAILED: ${o.failure}`;
+  if (w.mode === 'idle') {
+    const mb = (kb: number | undefined) => (kb === undefined ? '-' : (kb / 1024).toFixed(1));
+    return (
+      `${label.padEnd(28)} ${r.still_echo_ok ?? '-'}/${w.conns} held, RSS ${mb(r.mem?.base.rss_kb)} -> ${mb(r.mem?.held.rss_kb)} MB: ` +
+      `${r.rss_per_conn_bytes ?? '-'} B/conn RSS, ${r.pss_per_conn_bytes ?? '-'} B/conn PSS, open ${r.open_s?.toFixed(2) ?? '-'} s` +
+      `${r.errors_total ? `  ERRORS ${JSON.stringify(r.errors)}` : ''}${o.failure ? `  FAILED: ${o.failure}` : ''}`
+    );
+  }
   const rate = r[w.metric];
   const cpu = cpuFigure(r);
   return (

@@ -67,7 +67,10 @@ export class Procs {
     options: DaemonOptions,
   ): Promise<{ daemon: Daemon; value: number | true }> {
     this.checkOpen();
-    const logFile = path.join(this.logDir, `${name}.log`);
+    // A restarted daemon (the idle workload restarts its target) gets a log of its own:
+    // `ready` reads the whole log, and the old one's `listening` line has the old port.
+    let logFile = path.join(this.logDir, `${name}.log`);
+    for (let n = 2; fs.existsSync(logFile); n++) logFile = path.join(this.logDir, `${name}.${n}.log`);
     const fd = fs.openSync(logFile, 'a');
     let child: ChildProcess;
     try {

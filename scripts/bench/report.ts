@@ -3,7 +3,10 @@
  * ratio to the baseline (the direct Unix socket; for the chain, the same Node client
  * straight to the Unix socket), and each gateway's CPU per message as a ratio to its
  * anchor's (the naive Node pipe for tcpd and wsd, the naive TLS pipe for tlsd) taken in
- * the same run; then summary lines (floors, wsd vs websockify, the chain's CPU by process).
+ * the same run, and to its peer's (HAProxy for tcpd and tlsd, websockify for wsd); the
+ * idle workload's memory per held connection in a table of its own; the issue's table (one
+ * row per workload, one column per proxy); then summary lines (floors, peers, wsd vs
+ * websockify, the chain's CPU by process).
  */
 import type { TargetSpec } from './targets.js';
 import type { IpcbenchResult, RunOutcome, Workload } from './workloads.js';
@@ -50,6 +53,25 @@ export interface Row {
   note: string | null;
   /** Chain: median CPU µs per message of each process (ipcd, tcpd A, tcpd B, echod). */
   cpuParts: { name: string; us: number }[] | null;
+  /** Idle: the target's memory per held connection (medians over the rounds), else null. */
+  mem: IdleMemory | null;
+  /** The peer (HAProxy, websockify) and cpu / its cpu (idle: RSS per connection / its). */
+  peerName: string | null;
+  peerRatio: number | null;
+}
+
+export interface IdleMemory {
+  /** Bytes per connection: (held - before) / opened, VmRSS and Pss of the process tree. */
+  rssPerConn: number;
+  rssMin: number;
+  rssMax: number;
+  pssPerConn: number | null;
+  /** Process tree RSS before opening and after the hold, kB. */
+  baseRssKb: number | null;
+  heldRssKb: number | null;
+  /** Connections still echoing after the hold (median), and seconds to open them. */
+  stillOk: number | null;
+  openS: number | null;
 }
 
 export function median(values: readonly number[]): number | null {
@@ -109,6 +131,9 @@ export function summarize(runs: readonly Run[], workloads: readonly Workload[], 
         failures: mine.filter((r) => r.outcome.failure !== null).map((r) => `round ${r.round}: ${r.outcome.failure}`),
         note: mine.find((r) => r.outcome.status === 'unavailable')?.outcome.stderr ?? null,
         cpuParts: cpuParts(results),
+        mem: w.mode === 'idle' ? idleMemory(results) : null,
+        peerName: t.peer ?? null,
+        peerRatio: null,
       };
       byTarget.set(t.name, row);
       rows.push(row);
@@ -119,9 +144,28 @@ export function summarize(runs: readonly Run[], workloads: readonly Workload[], 
       if (base?.rate && row.rate !== null) row.vsBaseline = row.rate / base.rate;
       const anchor = row.cpuVsName ? byTarget.get(row.cpuVsName) : undefined;
       if (anchor?.cpu && row.cpu !== null) row.cpuVs = row.cpu / anchor.cpu;
+      const peer = row.peerName ? byTarget.get(row.peerName) : undefined;
+      if (peer?.cpu && row.cpu !== null) row.peerRatio = row.cpu / peer.cpu;
+      if (peer?.mem?.rssPerConn && row.mem) row.peerRatio = row.mem.rssPerConn / peer.mem.rssPerConn;
     }
   }
   return rows;
+}
+
+function idleMemory(results: readonly IpcbenchResult[]): IdleMemory | null {
+  const num = (xs: (number | undefined)[]) => xs.filter((x): x is number => typeof x === 'number');
+  const rss = num(results.map((r) => r.rss_per_conn_bytes));
+  if (rss.length === 0) return null;
+  return {
+    rssPerConn: median(rss)!,
+    rssMin: Math.min(...rss),
+    rssMax: Math.max(...rss),
+    pssPerConn: median(num(results.map((r) => r.pss_per_conn_bytes))),
+    baseRssKb: median(num(results.map((r) => r.mem?.base.rss_kb))),
+    heldRssKb: median(num(results.map((r) => r.mem?.held.rss_kb))),
+    stillOk: median(num(results.map((r) => r.still_echo_ok))),
+    openS: median(num(results.map((r) => r.open_s))),
+  };
 }
 
 /** Median CPU per message of each named process (chain lines name theirs), or null. */
@@ -173,6 +217,7 @@ export function table(rows: readonly Row[]): string {
   const lines: string[][] = [];
   let last = '';
   for (const row of rows) {
+    if (row.workload === 'idle') continue; // idleTable
     lines.push([
       row.workload === last ? '' : row.title,
       row.target,
@@ -187,8 +232,12 @@ export function table(rows: readonly Row[]): string {
     ]);
     last = row.workload;
   }
+  return markdown(header, lines, new Set([2, 3, 4, 6, 7, 8]));
+}
+
+/** A Markdown table with aligned columns; `right`: the right-aligned column indexes. */
+function markdown(header: readonly string[], lines: readonly string[][], right: ReadonlySet<number>): string {
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const right = new Set([2, 3, 4, 6, 7, 8]);
   const cell = (s: string, i: number) => (right.has(i) ? s.padStart(widths[i]!) : s.padEnd(widths[i]!));
   const out = [
     `| ${header.map(cell).join(' | ')} |`,
@@ -196,6 +245,95 @@ export function table(rows: readonly Row[]): string {
     ...lines.map((l) => `| ${l.map(cell).join(' | ')} |`),
   ];
   return out.join('\n');
+}
+
+function fmtBytes(v: number | null | undefined): string {
+  return v === null || v === undefined ? '-' : Math.round(v).toLocaleString('en-US');
+}
+
+/** The idle workload: memory per held connection of each target, or '' when it did not run. */
+export function idleTable(rows: readonly Row[]): string {
+  const idle = rows.filter((r) => r.workload === 'idle');
+  if (idle.length === 0) return '';
+  const header = [idle[0]!.title, 'still echo', 'open s', 'RSS before -> held', 'RSS B/conn (range)', 'PSS B/conn', 'RSS vs peer', 'errors'];
+  const mb = (kb: number | null) => (kb === null ? '-' : `${(kb / 1024).toFixed(1)} MB`);
+  const lines = idle.map((r) => {
+    const m = r.mem;
+    const range = m && r.rounds > 1 && m.rssMin !== m.rssMax ? ` (${fmtBytes(m.rssMin)}-${fmtBytes(m.rssMax)})` : '';
+    return [
+      r.target,
+      m?.stillOk === null || m === null ? '-' : fmtBytes(m.stillOk),
+      m?.openS === null || m === null ? '-' : m.openS.toFixed(2),
+      m ? `${mb(m.baseRssKb)} -> ${mb(m.heldRssKb)}` : '-',
+      m ? `${fmtBytes(m.rssPerConn)}${range}` : '-',
+      fmtBytes(m?.pssPerConn),
+      r.peerRatio === null
+        ? peerMissing(idle, r.peerName)
+        : `${r.peerRatio.toFixed(2)} (${r.peerName})`,
+      fmtErrors(r),
+    ];
+  });
+  return markdown(header, lines, new Set([1, 2, 3, 4, 5]));
+}
+
+/** Why an idle row has no ratio to its peer. */
+function peerMissing(idle: readonly Row[], peer: string | null): string {
+  if (!peer) return '';
+  const row = idle.find((p) => p.target === peer);
+  if (!row) return `- (${peer}: no idle run)`;
+  return row.note ? `- (${peer} not run)` : `- (${peer} failed)`;
+}
+
+/** The issue's columns, in its order, with their headings. */
+const ISSUE_COLUMNS: readonly { target: string; heading: string }[] = [
+  { target: 'unix', heading: 'direct Unix (echod)' },
+  { target: 'haproxy', heading: 'HAProxy 1 thread' },
+  { target: 'tcpd', heading: 'tcpd' },
+  { target: 'node-pipe', heading: 'naive Node pipe' },
+  { target: 'haproxy-tls', heading: 'HAProxy TLS' },
+  { target: 'tlsd', heading: 'tlsd' },
+  { target: 'websockify', heading: 'websockify' },
+  { target: 'wsd', heading: 'wsd' },
+];
+
+/** The ratio columns: gateway / its peer (CPU per message; idle: RSS per connection). */
+const ISSUE_RATIOS: readonly { gateway: string; peer: string; heading: string }[] = [
+  { gateway: 'tcpd', peer: 'haproxy', heading: 'tcpd/HAProxy' },
+  { gateway: 'tlsd', peer: 'haproxy-tls', heading: 'tlsd/HAProxy TLS' },
+  { gateway: 'wsd', peer: 'websockify', heading: 'wsd/websockify' },
+];
+
+/**
+ * The issue's table: one row per ipcbench workload, one column per proxy (those that ran):
+ * CPU µs per message (connect: per connection) and throughput as a ratio to the direct
+ * Unix run; for idle, RSS bytes per held connection. Then the gateway/peer ratios.
+ */
+export function issueTable(rows: readonly Row[]): string {
+  const present = new Set(rows.map((r) => r.target));
+  const columns = ISSUE_COLUMNS.filter((c) => present.has(c.target));
+  const ratios = ISSUE_RATIOS.filter((c) => present.has(c.gateway) && present.has(c.peer));
+  if (columns.length < 2) return '';
+  const workloads = [...new Set(rows.filter((r) => columns.some((c) => c.target === r.target)).map((r) => r.workload))];
+  const lines = workloads.map((id) => {
+    const mine = rows.filter((r) => r.workload === id);
+    const cellOf = (target: string): string => {
+      const r = mine.find((x) => x.target === target);
+      if (!r) return '';
+      if (r.note) return 'not run';
+      if (r.mem) return `${fmtBytes(r.mem.rssPerConn)} B`;
+      if (r.mem === null && id === 'idle') return r.failures.length ? 'failed' : '-';
+      if (r.cpu === null) return r.failures.length ? 'failed' : '-';
+      const cpu = r.cpu >= 100 ? r.cpu.toFixed(0) : r.cpu.toFixed(1);
+      return `${cpu} µs${r.vsBaseline === null || r.role === 'baseline' ? '' : `, ${r.vsBaseline.toFixed(2)}x`}`;
+    };
+    const ratioOf = (gateway: string): string => {
+      const r = mine.find((x) => x.target === gateway);
+      return r?.peerRatio === null || r?.peerRatio === undefined ? '' : r.peerRatio.toFixed(2);
+    };
+    return [mine[0]!.title, ...columns.map((c) => cellOf(c.target)), ...ratios.map((c) => ratioOf(c.gateway))];
+  });
+  const header = ['workload', ...columns.map((c) => c.heading), ...ratios.map((c) => c.heading)];
+  return markdown(header, lines, new Set(header.map((_, i) => i).filter((i) => i > 0)));
 }
 
 /**
@@ -216,6 +354,17 @@ export function floorSummary(rows: readonly Row[], targets: readonly TargetSpec[
         `${g}: CPU per message / ${mine[0]!.cpuVsName}'s: ${list} -> within ${CPU_FLOOR.toFixed(2)}x in ${met}/${mine.length} workloads`,
       );
     }
+    const peered = rows.filter((r) => r.target === g && r.peerRatio !== null);
+    if (peered.length > 0) {
+      const cpu = peered.filter((r) => !r.mem).map((r) => `${r.workload} ${r.peerRatio!.toFixed(2)}`);
+      const mem = peered.find((r) => r.mem);
+      out.push(
+        `${g}: vs ${peered[0]!.peerName}:` +
+          `${cpu.length ? ` CPU per message / its: ${cpu.join(', ')}` : ''}` +
+          `${cpu.length && mem ? ';' : ''}` +
+          `${mem ? ` idle RSS per connection / its: ${mem.peerRatio!.toFixed(2)} (${fmtBytes(mem.mem!.rssPerConn)} vs ${fmtBytes(rows.find((r) => r.workload === 'idle' && r.target === mem.peerName)?.mem?.rssPerConn)} B)` : ''}`,
+      );
+    }
     if (spec?.rateVs) out.push(...rateLines(rows, g, spec));
     const parts = rows.filter((r) => r.target === g && r.cpuParts);
     if (parts.length > 0) {
@@ -233,7 +382,8 @@ export function floorSummary(rows: readonly Row[], targets: readonly TargetSpec[
 /** Throughput / the reference's (wsd / websockify), or, without it, the fallback figures. */
 function rateLines(rows: readonly Row[], g: string, spec: TargetSpec): string[] {
   const ref = spec.rateVs!;
-  const mine = rows.filter((r) => r.target === g && r.rate !== null);
+  const mine = rows.filter((r) => r.target === g && r.rate !== null && r.mem === null);
+  if (mine.length === 0) return [];
   const pairs = mine
     .map((r) => ({ r, other: rows.find((o) => o.workload === r.workload && o.target === ref.name) }))
     .filter((p) => p.other?.rate);

@@ -6,7 +6,9 @@
  * Adding a gateway is one entry: `start` returns the URL, extra ipcbench arguments and
  * the pid to measure (see tlsd and wsd below); `cpuVs` names the anchor its CPU per
  * message is divided by, `rateVs` one its throughput is divided by, `workloads` limits
- * it to some workloads.
+ * it to some workloads, `idle` adds the idle workload (memory per held connection), `peer`
+ * names the established proxy it is set beside in the issue's table (HAProxy for tcpd and
+ * tlsd, websockify for wsd).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,6 +35,8 @@ export interface TargetContext {
   repo(relative: string): string;
   /** Shared between targets (the TLS files, made once). */
   cache: Map<string, unknown>;
+  /** Connections the idle workload holds (HAProxy's maxconn is set above it). */
+  idleConns: number;
 }
 
 /** A started target. */
@@ -73,8 +77,15 @@ export interface TargetSpec {
   baseline?: string;
   /** Who drives it (default ipcbench). */
   kind?: 'ipcbench' | 'chain';
-  /** The workload ids it runs (default: every workload of its kind). */
+  /** The workload ids it runs (default: every workload of its kind but idle). */
   workloads?: readonly string[];
+  /** Runs the idle workload (memory per held connection; each run on a fresh process). */
+  idle?: boolean;
+  /**
+   * The established proxy this gateway is set beside in the issue's table (CPU per
+   * message, and memory per idle connection, as a ratio to its): HAProxy, websockify.
+   */
+  peer?: string;
   /** Part of the default selection. */
   default: boolean;
   start(ctx: TargetContext): Promise<RunningTarget>;
@@ -146,6 +157,75 @@ function onPath(command: string): string | null {
 /** The workloads the TLS and WebSocket targets run (the issue's: rr at 1 and 64 connections, connect). */
 const SECURE_AND_WS_WORKLOADS = ['rr-c1-64', 'rr-c64-64', 'connect-c8'] as const;
 
+/** The workloads HAProxy (TCP) runs: the issue's table rows. */
+const HAPROXY_WORKLOADS = ['rr-c64-64', 'rr-c64-16k', 'stream-c8-64k', 'connect-c8'] as const;
+
+/** $HAPROXY when set (only it), else Debian's /usr/sbin/haproxy, else haproxy on PATH; null when absent. */
+function haproxyCommand(): string | null {
+  const candidates = process.env['HAPROXY'] ? [process.env['HAPROXY']] : ['/usr/sbin/haproxy'];
+  for (const candidate of candidates) {
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return process.env['HAPROXY'] ? null : onPath('haproxy');
+}
+
+/**
+ * HAProxy in TCP mode, one thread, in front of the echo service's Unix socket (with
+ * `ssl crt`: TLS with tlsd's certificate and key). No logging (tcpd logs one line per
+ * connection: see tcpd-quiet). Timeouts of an hour so the idle workload's held
+ * connections are not cut; maxconn above the idle workload's N.
+ */
+async function startHaproxy(ctx: TargetContext, name: string, tls: boolean): Promise<RunningTarget> {
+  const command = haproxyCommand();
+  if (!command) {
+    const why = process.env['HAPROXY'] ? `HAPROXY=${process.env['HAPROXY']} is not an executable` : 'not installed (apt-get install -y haproxy)';
+    return { url: '', args: [], cpuPid: -1, daemons: [], unavailable: why };
+  }
+  const port = await freePort();
+  const maxconn = Math.max(4096, ctx.idleConns + 256);
+  let bind = `127.0.0.1:${port}`;
+  let args: string[] = [];
+  if (tls) {
+    const files = tlsFiles(ctx);
+    // HAProxy reads the certificate and its key from one PEM file.
+    const pem = path.join(path.dirname(files.key), 'haproxy.pem');
+    if (!fs.existsSync(pem)) fs.writeFileSync(pem, fs.readFileSync(files.cert, 'utf8') + fs.readFileSync(files.key, 'utf8'), { mode: 0o600 });
+    bind += ` ssl crt ${pem}`;
+    args = ['--tls-ca', files.ca];
+  }
+  const config = path.join(ctx.rundir, `${name}.cfg`);
+  fs.writeFileSync(
+    config,
+    [
+      'global',
+      '  nbthread 1',
+      `  maxconn ${maxconn}`,
+      'defaults',
+      '  mode tcp',
+      `  maxconn ${maxconn}`,
+      '  timeout connect 5s',
+      '  timeout client 1h',
+      '  timeout server 1h',
+      'frontend fe',
+      `  bind ${bind}`,
+      '  default_backend be',
+      'backend be',
+      `  server echo ${ctx.servicePath}`,
+      '',
+    ].join('\n'),
+  );
+  // -db: foreground, one process (no master): its pid is the one measured.
+  const { daemon } = await ctx.procs.startDaemon(name, command, ['-db', '-f', config], {
+    ready: async () => ((await acceptsTcp(port)) ? true : undefined),
+  });
+  return { url: `${tls ? 'tls' : 'tcp'}://127.0.0.1:${port}`, args, cpuPid: daemon.pid, daemons: [daemon] };
+}
+
 /** Starts the anchor `anchors/node-pipe.js` (tcp or tls) on a free port. */
 export async function startNodePipe(
   ctx: TargetContext,
@@ -183,10 +263,21 @@ export const TARGETS: readonly TargetSpec[] = [
     },
   },
   {
+    name: 'haproxy',
+    description: 'HAProxy (Debian), TCP mode, nbthread 1, no logging, server = the Unix socket',
+    role: 'anchor',
+    default: true,
+    workloads: HAPROXY_WORKLOADS,
+    idle: true,
+    start: (ctx) => startHaproxy(ctx, 'haproxy', false),
+  },
+  {
     name: 'tcpd',
     description: 'tcpd --service echo (fixed target)',
     role: 'gateway',
     cpuVs: 'node-pipe',
+    peer: 'haproxy',
+    idle: true,
     default: true,
     start: async (ctx) => {
       const { daemon, port } = await startNodeDaemon(
@@ -204,6 +295,7 @@ export const TARGETS: readonly TargetSpec[] = [
     description: 'tcpd --service echo --log-level warn (no per-connection log line)',
     role: 'gateway',
     cpuVs: 'node-pipe',
+    peer: 'haproxy',
     default: false,
     start: async (ctx) => {
       // At warn the `listening` line is not logged: listen on a free port and probe it.
@@ -223,6 +315,7 @@ export const TARGETS: readonly TargetSpec[] = [
     description: 'tcpd --allow echo: the client names the service (raw name, raw ok)',
     role: 'gateway',
     cpuVs: 'node-pipe',
+    peer: 'haproxy',
     default: false,
     start: async (ctx) => {
       const { daemon, port } = await startNodeDaemon(
@@ -249,10 +342,21 @@ export const TARGETS: readonly TargetSpec[] = [
     },
   },
   {
+    name: 'haproxy-tls',
+    description: 'HAProxy (Debian), TCP mode with ssl crt (tlsd\'s certificate and key), nbthread 1, server = the Unix socket',
+    role: 'anchor',
+    default: true,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    idle: true,
+    start: (ctx) => startHaproxy(ctx, 'haproxy-tls', true),
+  },
+  {
     name: 'tlsd',
     description: 'tlsd --service echo --no-outbound (ECDSA P-256 certificate; ipcbench verifies it)',
     role: 'gateway',
     cpuVs: 'node-pipe-tls',
+    peer: 'haproxy-tls',
+    idle: true,
     default: true,
     workloads: SECURE_AND_WS_WORKLOADS,
     start: async (ctx) => {
@@ -294,6 +398,8 @@ export const TARGETS: readonly TargetSpec[] = [
     cpuVs: 'node-pipe',
     rateVs: { name: 'websockify', goal: 5 },
     rateVsFallback: { workload: 'rr-c64-64', vsBaseline: 0.04, cpu: 174, source: "the issue's websockify figures" },
+    peer: 'websockify',
+    idle: true,
     default: true,
     workloads: SECURE_AND_WS_WORKLOADS,
     start: async (ctx) => {
@@ -375,12 +481,15 @@ function chainClientScript(ctx: TargetContext): string {
 
 /** Whether target `t` runs workload `w`. */
 export function runsWorkload(t: TargetSpec, w: Workload): boolean {
-  return (t.kind ?? 'ipcbench') === w.kind && (t.workloads === undefined || t.workloads.includes(w.id));
+  if ((t.kind ?? 'ipcbench') !== w.kind) return false;
+  if (w.mode === 'idle') return t.idle === true;
+  return t.workloads === undefined || t.workloads.includes(w.id);
 }
 
 /**
  * The targets to run: `only` (names) or the default set; unless `bare`, the baseline and
- * the anchors the chosen targets are compared with are added, so ratios stay available.
+ * the anchors the chosen targets are compared with (cpuVs, rateVs, peer) are added, so
+ * ratios stay available.
  */
 export function selectTargets(only: readonly string[] | undefined, bare: boolean): TargetSpec[] {
   const byName = new Map(TARGETS.map((t) => [t.name, t]));
@@ -395,6 +504,7 @@ export function selectTargets(only: readonly string[] | undefined, bare: boolean
       if (spec.role !== 'baseline') chosen.add(spec.baseline ?? 'unix');
       if (spec.cpuVs) chosen.add(spec.cpuVs);
       if (spec.rateVs) chosen.add(spec.rateVs.name);
+      if (spec.peer) chosen.add(spec.peer);
     }
   }
   // Registry order: each gateway after the anchors it is compared with.

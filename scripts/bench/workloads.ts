@@ -1,6 +1,8 @@
 /**
  * The workloads (ipcbench modes and shapes, and the chain client's) and one bounded
- * ipcbench run. Chain workloads are run by scripts/bench/chain.ts.
+ * ipcbench run. Chain workloads are run by scripts/bench/chain.ts. The idle workload
+ * (`ipcbench -m idle`: N connections held after one echo each, the proxy's memory before
+ * and after) runs only on targets marked `idle`, each time on a fresh process (bench.ts).
  */
 import type { Procs } from './procs.js';
 import type { RunningTarget } from './targets.js';
@@ -12,7 +14,7 @@ export interface Workload {
   /** Who generates the load: ipcbench, or the Node chain client (connectIpc). */
   kind: 'ipcbench' | 'chain';
   /** ipcbench's mode, or the chain client's (`rr`, `lookup`). */
-  mode: 'rr' | 'stream' | 'connect' | 'lookup';
+  mode: 'rr' | 'stream' | 'connect' | 'idle' | 'lookup';
   /** Connections (ipcbench; chain rr), or slots per client process (chain lookup). */
   conns: number;
   size: number;
@@ -20,10 +22,22 @@ export interface Workload {
   /** Chain: client processes (connectIpc runs at most 2 lookups at once per process). */
   procs?: number;
   /** The throughput figure in the result's JSON, and its unit in the table. */
-  metric: 'msgs_per_s' | 'MBps' | 'conn_per_s' | 'lookups_per_s';
+  metric: 'msgs_per_s' | 'MBps' | 'conn_per_s' | 'lookups_per_s' | 'rss_per_conn_bytes';
   unit: string;
-  /** What the CPU figure is per. */
+  /** What the CPU figure is per (idle: what the memory figure is per). */
   per: 'msg' | 'conn' | 'lookup';
+}
+
+/** Connections the idle workload holds by default (`npm run bench`; `--quick`: 500). */
+export const DEFAULT_IDLE_CONNS = 8000;
+
+function idleTitle(conns: number): string {
+  return `idle ${conns.toLocaleString('en-US')} conns held, 1 echo each`;
+}
+
+/** The workloads with the idle workload holding `conns` connections. */
+export function withIdleConns(workloads: readonly Workload[], conns: number): Workload[] {
+  return workloads.map((w) => (w.mode === 'idle' ? { ...w, conns, title: idleTitle(conns) } : w));
 }
 
 export const WORKLOADS: readonly Workload[] = [
@@ -44,6 +58,8 @@ export const WORKLOADS: readonly Workload[] = [
     per: 'msg',
   },
   { id: 'connect-c8', title: 'connect 8 slots, 1 echo', kind: 'ipcbench', mode: 'connect', conns: 8, size: 64, metric: 'conn_per_s', unit: 'conn/s', per: 'conn' },
+  // N is set by --idle-conns (withIdleConns); the entry's 8000 is the default.
+  { id: 'idle', title: idleTitle(DEFAULT_IDLE_CONNS), kind: 'ipcbench', mode: 'idle', conns: DEFAULT_IDLE_CONNS, size: 64, metric: 'rss_per_conn_bytes', unit: 'B/conn', per: 'conn' },
   // The full chain (Node client with connectIpc -> ipcd -> tcpd A -> TCP -> tcpd B -> echod).
   { id: 'chain-rr-c1-64', title: 'chain rr 1 conn, 64 B', kind: 'chain', mode: 'rr', conns: 1, size: 64, procs: 1, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
   { id: 'chain-rr-c64-64', title: 'chain rr 64 conns, 64 B', kind: 'chain', mode: 'rr', conns: 64, size: 64, procs: 1, metric: 'msgs_per_s', unit: 'msg/s', per: 'msg' },
@@ -88,6 +104,16 @@ export interface IpcbenchResult {
   conns_failed?: number;
   lat_us?: { p50: number; p99: number };
   cycle_us?: { p50: number; p99: number };
+  /** Idle: connections opened and verified, failed, lost during the hold, still echoing after it. */
+  opened?: number;
+  failed_open?: number;
+  dropped_during_hold?: number;
+  still_echo_ok?: number;
+  open_s?: number;
+  /** Idle with --mem-pid: VmRSS and Pss (smaps_rollup) of the process tree before, once open, after the hold. */
+  mem?: Record<'base' | 'open' | 'held', { rss_kb: number; pss_kb: number; procs: number; threads: number }>;
+  rss_per_conn_bytes?: number;
+  pss_per_conn_bytes?: number;
   cpu?: {
     harness_s: number;
     harness_util: number;
@@ -120,10 +146,15 @@ export interface RunSettings {
   warmup: number;
 }
 
+/** Limit for opening the idle workload's connections (8,000 TLS handshakes take ~10 s here). */
+export const IDLE_OPEN_TIMEOUT_S = 90;
+
 /**
- * Runs ipcbench once against `target`. The CPU time of the target's process (and of
- * echod after it, for gateways) is measured over the measured window. Bounded twice:
- * ipcbench's own watchdog, and a kill after warmup + duration + 30 s.
+ * Runs ipcbench once against `target`. rr, stream, connect: the CPU time of the target's
+ * process (and of echod after it, for gateways) is measured over the measured window.
+ * idle: the target's memory (process tree) before opening, once open and after holding
+ * the connections `duration` seconds. Bounded twice: ipcbench's own watchdog, and a kill
+ * after warmup + duration + 30 s (idle: open limit + hold + 30 s of final echo + 30 s).
  */
 export async function runIpcbench(
   procs: Procs,
@@ -133,22 +164,24 @@ export async function runIpcbench(
   echodPid: number,
   label: string,
 ): Promise<RunOutcome> {
+  const idle = workload.mode === 'idle';
   const args = [
     '-m', workload.mode,
     '-c', String(workload.conns),
     '-s', String(workload.size),
     ...(workload.window !== undefined ? ['-w', String(workload.window)] : []),
     '-d', String(settings.duration),
-    '-W', String(settings.warmup),
-    '--open-timeout', '10',
+    ...(idle ? [] : ['-W', String(settings.warmup)]),
+    '--open-timeout', String(idle ? IDLE_OPEN_TIMEOUT_S : 10),
     '--label', label,
     '-q',
-    '--cpu-pid', String(target.cpuPid),
-    ...(target.cpuPid !== echodPid ? ['--cpu-pid', String(echodPid)] : []),
+    ...(idle
+      ? ['--mem-pid', String(target.cpuPid)]
+      : ['--cpu-pid', String(target.cpuPid), ...(target.cpuPid !== echodPid ? ['--cpu-pid', String(echodPid)] : [])]),
     ...target.args,
     target.url,
   ];
-  const timeoutMs = (settings.warmup + settings.duration + 30) * 1000;
+  const timeoutMs = (idle ? IDLE_OPEN_TIMEOUT_S + settings.duration + 60 : settings.warmup + settings.duration + 30) * 1000;
   const r = await procs.run(settings.ipcbench, args, timeoutMs);
   const raw = r.stdout.split('\n').find((l) => l.startsWith('{')) ?? null;
   let result: IpcbenchResult | null = null;
