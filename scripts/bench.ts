@@ -216,9 +216,9 @@ async function main(): Promise<number> {
     fs.writeFileSync(resultsFile, `${JSON.stringify(meta)}\n`);
     // A chain run also starts Node clients and opens its connections (lookups): ~1 s more.
     // An idle run restarts its target (~1 s), warms it (0.5 s) and opens N connections
-    // (~2,000/s; TLS handshakes ~1,000/s here) before holding them `duration` s.
+    // (~1,000-7,000/s; TLS handshakes ~200/s on a busy 2-core VM) before holding them `duration` s.
     const perRun = (w: Workload) =>
-      w.mode === 'idle' ? 2 + duration + w.conns / 1500 : warmup + duration + (w.kind === 'chain' ? 1.2 : 0.2);
+      w.mode === 'idle' ? 2 + duration + w.conns / 500 : warmup + duration + (w.kind === 'chain' ? 1.2 : 0.2);
     const total = workloads.reduce((n, w) => n + targetsOf(w).length, 0) * rounds;
     const seconds = workloads.reduce((s, w) => s + targetsOf(w).length * perRun(w), 0) * rounds;
     for (const t of targets) {

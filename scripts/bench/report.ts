@@ -355,8 +355,9 @@ export function floorSummary(rows: readonly Row[], targets: readonly TargetSpec[
       );
     }
     const peered = rows.filter((r) => r.target === g && r.peerRatio !== null);
-    if (peered.length > 0) {
-      const cpu = peered.filter((r) => !r.mem).map((r) => `${r.workload} ${r.peerRatio!.toFixed(2)}`);
+    if (peered.length > 0 && (peered.some((r) => r.mem) || spec?.rateVs?.name !== peered[0]!.peerName)) {
+      // wsd's CPU ratio to websockify is on its throughput line (rateLines) already.
+      const cpu = spec?.rateVs?.name === peered[0]!.peerName ? [] : peered.filter((r) => !r.mem).map((r) => `${r.workload} ${r.peerRatio!.toFixed(2)}`);
       const mem = peered.find((r) => r.mem);
       out.push(
         `${g}: vs ${peered[0]!.peerName}:` +
