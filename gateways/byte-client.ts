@@ -1,93 +1,91 @@
 /**
- * The life of a byte-stream client (TCP, or TLS once decrypted): the libipc service-name
- * handshake when the client names its target, the service connection, the raw `ok`, and
- * the switch. Shared by tcpd and tlsd.
+ * The last step of a byte-stream client's pipeline (TCP, or TLS once decrypted): the
+ * libipc service-name handshake when the client names its target, the service
+ * connection, the raw `ok`, and the hand-over to the switch. Shared by tcpd and tlsd.
  *
  * The handshake (PROTOCOL.md §3): the client's first bytes are the raw service name, no
  * frame and no terminator; the gateway answers raw `ok` once connected to the service,
  * or closes without a byte. The original takes its whole first read as the name; we take
  * the first read up to the first NUL byte, which is where a frame header that shares the
  * segment begins (a valid name never holds NUL), and keep those bytes for the service.
+ * A name split over several reads is therefore refused, as by the original, with a code.
+ *
+ * A FIN from the client once its target is known (the fixed one, or a name it sent) is a
+ * half-close, not a refusal: it is forwarded to the service once switched.
  */
 import type net from 'node:net';
 import { ErrorCode, ipcError } from '../src/errors.js';
 import { SocketEndpoint } from '../src/switch.js';
 import { DirectReader } from '../src/direct-read.js';
-import type { ConnectionInfo, GatewayCore } from './gateway.js';
-import { Handshake } from './handshake.js';
+import type { GatewayCore, ServeStep } from './gateway.js';
+import { asHandshakeError, type PendingConnection } from './lifecycle.js';
 
 const OK = Buffer.from('ok');
 
-/**
- * Serves an accepted client socket until it is switched or refused. `deadline` is the
- * `performance.now()` by which every handshake must be over (TLS included, for tlsd).
- */
-export function serveByteClient(core: GatewayCore, socket: net.Socket, info: ConnectionInfo, deadline: number): void {
+/** The name handshake (or none, for a fixed target), then the switch. */
+export function nameHandshake(core: GatewayCore): ServeStep {
+  return (socket, pending) => serveByteClient(core, socket, pending);
+}
+
+function serveByteClient(core: GatewayCore, socket: net.Socket, pending: PendingConnection): void {
   const { options } = core;
-  let upstream: net.Socket | null = null;
-  const handshake = new Handshake(core, info, () => {
-    upstream?.destroy();
-    socket.destroy();
-  });
-  const refuse = (err: Error, extra?: Record<string, unknown>) => handshake.refuse(err, extra);
+  let named = false;
 
-  function onHandshakeError(err: Error): void {
-    refuse(err);
-  }
-
-  function onHandshakeEnd(): void {
-    refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed before naming a service'));
-  }
-
-  function onHandshakeData(chunk: Buffer): void {
+  const onError = (err: Error) => pending.refuse(asHandshakeError(err));
+  const onClose = () => pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed during the handshake'));
+  const onEnd = () => {
+    // Once the target is known, a FIN is a half-close: the switch forwards it.
+    if (!named) pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed before naming a service'));
+  };
+  const onName = (chunk: Buffer) => {
     socket.pause();
-    socket.off('data', onHandshakeData);
+    socket.off('data', onName);
     const nul = chunk.indexOf(0);
     const nameBytes = nul === -1 ? chunk : chunk.subarray(0, nul);
     if (nameBytes.length > options.maxNameLength) {
-      refuse(ipcError(ErrorCode.INVALID_SERVICE_NAME, `service name longer than ${options.maxNameLength} bytes`));
+      pending.refuse(ipcError(ErrorCode.INVALID_SERVICE_NAME, `service name longer than ${options.maxNameLength} bytes`));
       return;
     }
     // latin1 keeps one char per byte, so every byte is checked by the validator.
     const requested = nameBytes.toString('latin1');
     const target = core.selectTarget(requested);
     if (target instanceof Error) {
-      refuse(target, { service: requested });
+      pending.refuse(target, { service: requested });
       return;
     }
+    named = true;
     if (nul !== -1) socket.unshift(chunk.subarray(nul));
     connect(target, true);
-  }
+  };
 
   function connect(service: string, answerOk: boolean): void {
     const reader = options.directRead ? new DirectReader() : undefined;
-    core.connectTarget(service, reader).then(
-      (connected) => {
-        upstream = connected;
-        if (!handshake.settle()) {
-          connected.destroy();
-          return;
-        }
-        socket.off('data', onHandshakeData);
-        socket.off('end', onHandshakeEnd);
-        socket.off('error', onHandshakeError);
+    core.connectTarget(service, pending, reader).then(
+      (upstream) => {
+        if (upstream === null) return; // refused meanwhile: connectTarget closed it
+        socket.off('error', onError);
+        socket.off('close', onClose);
+        socket.off('end', onEnd);
         if (answerOk) socket.write(OK);
         const client = new SocketEndpoint('client', socket, options.maxPayload);
-        core.bridge(info, service, client, core.serviceEndpoint(connected, reader));
+        core.bridge(pending, service, client, core.serviceEndpoint(upstream, reader));
       },
-      (err: Error) => refuse(err, { service }),
+      (err: Error) => pending.refuse(err, { service }),
     );
   }
 
-  // Every socket gets an error listener the moment it exists (STYLE.md).
-  socket.on('error', onHandshakeError);
+  socket.on('error', onError);
+  socket.on('close', onClose);
+  socket.on('end', onEnd);
   if (options.service !== undefined) {
-    // Fixed target: no client handshake to wait for, and a Unix connect completes or
-    // fails at once: no timer (per-connection setup is Node's weak spot: PERFORMANCE.md).
+    // Fixed target: no client handshake; the Unix connect completes or fails at once.
+    named = true;
+    pending.stage = 'service connection';
     connect(options.service, false);
     return;
   }
-  handshake.expireAt(deadline, 'name handshake');
-  socket.on('data', onHandshakeData);
-  socket.on('end', onHandshakeEnd);
+  pending.stage = 'name handshake';
+  socket.on('data', onName);
+  // A TLS step may have paused the socket.
+  socket.resume();
 }

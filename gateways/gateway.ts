@@ -1,150 +1,81 @@
 /**
- * What every gateway shares (DESIGN.md "One picture"): connection limits, target
- * selection (fixed service or a client-named one checked against an allow-list),
- * connecting the service, the switch, teardown logging, and a bounded drain on close.
- * Transports (tcp.ts, tls.ts, ws.ts) only accept clients and wrap them as endpoints.
+ * What every gateway shares (DESIGN.md "One picture"): admission (connection limit,
+ * closing), target selection (a fixed service or a client-named one checked against an
+ * allow-list), the service connection, the switch, the teardown line, and a bounded drain.
+ *
+ * A gateway is composed, not inherited: a {@link Gateway} is listeners plus a serve
+ * pipeline (`[tls] -> name handshake`, or `[tls] -> http upgrade`) that takes each
+ * accepted socket with its {@link PendingConnection}. Nothing starts in a constructor:
+ * `listen()` starts the parts (certificate watchers, ping sweeps), `close()` stops them.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import { connectService, connectServicePath } from '../src/client.js';
-import { DEFAULT_MAX_PAYLOAD } from '../src/frame.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
-import { MAX_SERVICE_NAME_LENGTH, resolveRundir, serviceNameProblem, servicePath } from '../src/rundir.js';
+import { serviceNameProblem, servicePath } from '../src/rundir.js';
 import { SocketEndpoint, Switch, type Endpoint, type SwitchSummary } from '../src/switch.js';
 import type { DirectReader } from '../src/direct-read.js';
-import { silentLogger, type Logger } from '../src/log.js';
+import type { Logger } from '../src/log.js';
+import { ConnectionTable, PendingConnection, type ConnectionInfo } from './lifecycle.js';
+import type { GatewayOptions } from './options.js';
+import { bindAll, closeAll, remoteOf } from './listeners.js';
+import { OutboundService } from './outbound.js';
 
-/** Options every gateway takes; CLI flags map one to one (kebab-case). */
-export interface GatewayOptions {
-  /** Fixed target: every client reaches this service. Exclusive with `allow`. */
-  service?: string;
-  /** Client-named targets allowed: a list of names, or `'*'` for any valid name. */
-  allow?: readonly string[] | '*';
-  /** Run directory (default `$RUNDIR` or `/tmp/.libipc-run/`). */
-  rundir?: string;
-  /** Largest libipc payload passed, bytes (default 99,992, the original's limit). */
-  maxPayload?: number;
-  /** Time a client has to finish its handshakes, ms (default 5000). */
-  handshakeTimeout?: number;
-  /** Concurrent client connections, handshakes included (default 10000). */
-  maxConnections?: number;
-  /** Longest service name a client may send, bytes (default 64). */
-  maxNameLength?: number;
-  /** Time open connections get to finish once close() is called, ms (default 10000). */
-  drainTimeout?: number;
-  /** Time the other direction gets after one side half-closed, ms (default 5000). */
-  halfCloseTimeout?: number;
-  /**
-   * Close a switched connection after this many ms without a byte either way (0: never,
-   * the default: libipc connections may rightly stay quiet). Checked by one sweep timer.
-   */
-  idleTimeout?: number;
-  /** Read service sockets through net `onread` buffers (less CPU, +128 KiB per connection; default false). */
-  directRead?: boolean;
-  logger?: Logger;
-}
-
-/** Options with defaults applied. */
-export interface ResolvedGatewayOptions {
-  service: string | undefined;
-  allow: ReadonlySet<string> | '*';
-  rundir: string;
-  maxPayload: number;
-  handshakeTimeout: number;
-  maxConnections: number;
-  maxNameLength: number;
-  drainTimeout: number;
-  halfCloseTimeout: number;
-  idleTimeout: number;
-  directRead: boolean;
-  logger: Logger;
-}
-
-/** Applies defaults and checks that exactly one way of choosing the target is given. */
-export function resolveGatewayOptions(options: GatewayOptions): ResolvedGatewayOptions {
-  const hasAllow = options.allow !== undefined && (options.allow === '*' || options.allow.length > 0);
-  // Neither is allowed for a gateway that only serves outbound connections.
-  if (options.service !== undefined && hasAllow) {
-    throw new TypeError('give one of `service` (fixed target) or `allow` (client-named targets), not both');
-  }
-  if (options.service !== undefined) {
-    const problem = serviceNameProblem(options.service);
-    if (problem) throw ipcError(ErrorCode.INVALID_SERVICE_NAME, `invalid service name '${options.service}': ${problem}`);
-  }
-  return {
-    service: options.service,
-    allow: options.allow === '*' ? '*' : new Set(options.allow ?? []),
-    rundir: options.rundir ?? resolveRundir(),
-    maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
-    handshakeTimeout: options.handshakeTimeout ?? 5000,
-    maxConnections: options.maxConnections ?? 10_000,
-    maxNameLength: options.maxNameLength ?? MAX_SERVICE_NAME_LENGTH,
-    drainTimeout: options.drainTimeout ?? 10_000,
-    halfCloseTimeout: options.halfCloseTimeout ?? 5000,
-    idleTimeout: options.idleTimeout ?? 0,
-    directRead: options.directRead ?? false,
-    logger: options.logger ?? silentLogger,
-  };
-}
-
-/** Per-connection facts that go into the teardown log line. */
-export interface ConnectionInfo {
-  conn: number;
-  peer: string | undefined;
-  /** Extra fields for the log line (TLS identity, WebSocket origin...). */
-  [key: string]: unknown;
-}
+export type { ConnectionInfo } from './lifecycle.js';
 
 /**
- * The shared core of a gateway. A transport calls {@link admit} for each accepted client,
- * {@link selectTarget} once it knows which service the client asks for (if any), and
- * {@link bridge} to connect the service and switch.
+ * The shared core of a gateway. The listener calls {@link admit} for each accepted
+ * client; the pipeline calls {@link selectTarget} once it knows which service the client
+ * asks for, {@link connectTarget}, and {@link bridge} to hand the client over to its switch.
  */
 export class GatewayCore {
-  readonly options: ResolvedGatewayOptions;
+  readonly options: GatewayOptions;
   readonly logger: Logger;
-  /** Live client connections: in their handshake or switched. */
-  private readonly live = new Set<{ close(reason: string, err?: Error): void }>();
+  /** Every client connection, pending or switched. */
+  readonly table: ConnectionTable;
   private nextConn = 1;
-  private closing = false;
   /** `$RUNDIR/<service>` of a fixed target, validated once. */
   private readonly fixedPath: string | null;
-  private closed: Promise<void> | null = null;
-  private drained: (() => void) | null = null;
 
   constructor(options: GatewayOptions) {
-    this.options = resolveGatewayOptions(options);
-    this.logger = this.options.logger;
-    const { service, rundir } = this.options;
-    this.fixedPath = service === undefined ? null : servicePath(service, rundir);
+    this.options = options;
+    this.logger = options.logger;
+    this.table = new ConnectionTable(options.handshakeTimeout);
+    this.fixedPath = options.service === undefined ? null : servicePath(options.service, options.rundir);
   }
 
-  /** Number of live client connections. */
+  /** Number of live client connections (in their handshakes or switched). */
   get connections(): number {
-    return this.live.size;
+    return this.table.size;
   }
 
   /** True once close() or destroy() was called. */
   get isClosing(): boolean {
-    return this.closing;
+    return this.table.closing;
   }
 
   /**
-   * Admits a new client or refuses it (connection limit, or closing). Returns the info
-   * to carry through the connection's life, or null when the caller must drop it.
+   * Admits a new client or refuses it (connection limit, or closing), logging the
+   * refusal with its code. The returned owner's deadline counts from `acceptedAt`.
    */
-  admit(peer: string | undefined): ConnectionInfo | null {
+  admit(peer: string | undefined, acceptedAt = performance.now()): PendingConnection | null {
     const info: ConnectionInfo = { conn: this.nextConn++, peer };
-    if (this.closing) {
-      this.logger.info({ ...info, reason: 'gateway is closing' }, 'connection refused');
+    let refusal: IpcError | null = null;
+    if (this.table.closing) refusal = ipcError(ErrorCode.SHUTDOWN, 'gateway is closing');
+    else if (this.table.size >= this.options.maxConnections) {
+      refusal = ipcError(ErrorCode.TOO_MANY_CONNECTIONS, `limit of ${this.options.maxConnections} connections reached`);
+    }
+    if (refusal !== null) {
+      this.logger.warn({ ...info, code: refusal.code, reason: refusal.message }, 'connection refused');
       return null;
     }
-    if (this.live.size >= this.options.maxConnections) {
-      const err = ipcError(ErrorCode.TOO_MANY_CONNECTIONS, `limit of ${this.options.maxConnections} connections reached`);
-      this.logger.warn({ ...info, code: err.code, reason: err.message }, 'connection refused');
-      return null;
-    }
-    return info;
+    return new PendingConnection(this.table, info, this.options.handshakeTimeout, this.reportRefusal, acceptedAt);
   }
+
+  /** The one refusal line: expected refusals are coded, so every line carries `code`. */
+  private readonly reportRefusal = (pending: PendingConnection, err: IpcError, extra: Record<string, unknown>): void => {
+    const cause = err.cause instanceof Error && !(err.cause instanceof IpcError) ? { cause: err.cause.message } : {};
+    this.logger.warn({ ...pending.info, ...extra, code: err.code, reason: err.message, ...cause }, 'connection refused');
+  };
 
   /**
    * Which service a client reaches. `requested` is the name the client sent (undefined
@@ -153,9 +84,7 @@ export class GatewayCore {
   selectTarget(requested: string | undefined): string | IpcError {
     const { service, allow, maxNameLength } = this.options;
     if (service !== undefined) return service;
-    if (requested === undefined) {
-      return ipcError(ErrorCode.INVALID_SERVICE_NAME, 'no service name given');
-    }
+    if (requested === undefined) return ipcError(ErrorCode.INVALID_SERVICE_NAME, 'no service name given');
     // Validate before anything else touches the name (no path is ever built from it
     // unless it passes: PROTOCOL.md §3, path traversal in the original).
     const problem = serviceNameProblem(requested, maxNameLength);
@@ -169,31 +98,19 @@ export class GatewayCore {
   }
 
   /**
-   * Logs a refused client (no byte is sent to it by the caller). Expected refusals (coded
-   * errors) log their code and reason; anything else logs the whole error.
-   */
-  refuse(info: ConnectionInfo, err: Error, extra: Record<string, unknown> = {}): void {
-    const detail = err instanceof IpcError ? { code: err.code } : { err };
-    this.logger.warn({ ...info, ...extra, ...detail, reason: err.message }, 'connection refused');
-  }
-
-  /**
-   * Tracks a client still in its handshake so close()/destroy() reach it. Returns the
-   * function that stops tracking it.
-   */
-  track(handle: { close(reason: string, err?: Error): void }): () => void {
-    this.live.add(handle);
-    return () => this.untrack(handle);
-  }
-
-  /**
-   * Connects to `service` and resolves the socket; rejects with a coded error. With a
+   * Connects to `service` for `pending` and resolves the socket, or null when the client
+   * was refused meanwhile (the socket is then closed); rejects with a coded error. With a
    * `reader`, the socket reads through it (for byte-stream clients: see DirectReader).
    */
-  connectTarget(service: string, reader?: DirectReader): Promise<net.Socket> {
+  async connectTarget(service: string, pending: PendingConnection, reader?: DirectReader): Promise<net.Socket | null> {
     const options = { rundir: this.options.rundir, allowHalfOpen: true, ...(reader ? { onread: reader.onread } : {}) };
-    if (service === this.options.service && this.fixedPath !== null) return connectServicePath(service, this.fixedPath, options);
-    return connectService(service, options);
+    const socket =
+      service === this.options.service && this.fixedPath !== null
+        ? await connectServicePath(service, this.fixedPath, options)
+        : await connectService(service, options);
+    // Held from here: a refusal (client gone, deadline, shutdown) closes it too.
+    pending.hold(socket);
+    return pending.settled ? null : socket;
   }
 
   /** Wraps a connected service socket as the service endpoint of a switch. */
@@ -201,17 +118,25 @@ export class GatewayCore {
     return new SocketEndpoint('service', upstream, this.options.maxPayload, reader ?? null);
   }
 
-  /** Switches `client` with `serviceEndpoint` (connected to `service`), logging its end. */
-  bridge(info: ConnectionInfo, service: string, client: Endpoint, serviceEndpoint: Endpoint): Switch {
+  /**
+   * Hands `pending` over to a switch of `client` and `serviceEndpoint` (connected to
+   * `service`), in one step that drain sees, and logs the switch's end. Returns null
+   * (and closes both) when `pending` was already refused.
+   */
+  bridge(pending: PendingConnection, service: string, client: Endpoint, serviceEndpoint: Endpoint, info = pending.info): Switch | null {
     const logger = this.logger;
     const sw = new Switch(client, serviceEndpoint, {
       halfCloseTimeout: this.options.halfCloseTimeout,
       onClose: (summary: SwitchSummary) => {
-        this.untrack(sw);
+        this.table.delete(sw);
         logConnectionEnd(logger, info, service, summary);
       },
     });
-    this.live.add(sw);
+    if (!pending.handOver(sw)) {
+      client.destroy();
+      serviceEndpoint.destroy();
+      return null;
+    }
     sw.start();
     if (this.options.idleTimeout > 0) this.watchIdle(sw);
     return sw;
@@ -254,42 +179,20 @@ export class GatewayCore {
   }
 
   /**
-   * Stops admitting clients and lets open connections finish within `drainTimeout`;
-   * the rest are closed with `IPC_ERR_SHUTDOWN`. Resolves when none is left.
+   * Stops admitting clients and lets open connections (pending ones included, and those
+   * that finish their handshake meanwhile) finish within `drainTimeout`; the rest are
+   * closed with `IPC_ERR_SHUTDOWN`. Resolves when none is left.
    */
   close(): Promise<void> {
-    this.closing = true;
-    this.closed ??= this.live.size === 0 ? Promise.resolve() : this.drain();
-    return this.closed;
-  }
-
-  private drain(): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => this.destroy(), this.options.drainTimeout);
-      timer.unref();
-      this.drained = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    return this.table.close(this.options.drainTimeout);
   }
 
   /** Closes every connection now. */
   destroy(): void {
-    this.closing = true;
-    const err = ipcError(ErrorCode.SHUTDOWN, 'gateway shut down');
-    for (const handle of [...this.live]) handle.close('gateway shut down', err);
-  }
-
-  private untrack(handle: object): void {
-    this.live.delete(handle as never);
-    if (this.live.size === 0 && this.drained) {
-      const done = this.drained;
-      this.drained = null;
-      done();
-    }
+    this.table.destroy();
   }
 }
+
 
 /** The one log line per connection, at teardown. */
 function logConnectionEnd(logger: Logger, info: ConnectionInfo, service: string, s: SwitchSummary): void {
@@ -315,3 +218,105 @@ export function formatAddress(address: string | net.AddressInfo | null | undefin
   if (typeof address === 'string') return address;
   return address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
 }
+
+/** The step of a pipeline that takes an accepted socket and its owner. */
+export type ServeStep = (socket: net.Socket, pending: PendingConnection) => void;
+
+/** A part with a life of its own (certificate watchers, ping sweeps): started by listen(). */
+export interface GatewayPart {
+  start(): void;
+  stop(): void;
+}
+
+/**
+ * A gateway: listeners feeding a serve pipeline, plus the outbound Unix services when
+ * asked for. `listen()` binds and starts, `close()` drains, `destroy()` cuts.
+ */
+export class Gateway {
+  readonly core: GatewayCore;
+  /** Transport name in logs (`tcp`, `tls`, `ws`, `wss`). */
+  readonly transport: string;
+  readonly outbound: OutboundService | null;
+  private readonly serve: ServeStep;
+  private readonly parts: readonly GatewayPart[];
+  private servers: net.Server[] = [];
+
+  constructor(core: GatewayCore, transport: string, serve: ServeStep, parts: readonly GatewayPart[] = []) {
+    this.core = core;
+    this.transport = transport;
+    this.serve = serve;
+    this.parts = parts;
+    const { outboundNames, outboundSchemes, outboundCa } = core.options;
+    this.outbound =
+      outboundNames.length > 0
+        ? new OutboundService(core, { names: outboundNames, schemes: outboundSchemes, ...(outboundCa ? { ca: outboundCa } : {}) })
+        : null;
+  }
+
+  /** Bound addresses, once listening. */
+  get addresses(): net.AddressInfo[] {
+    return this.servers.map((s) => s.address() as net.AddressInfo);
+  }
+
+  /** Live client connections. */
+  get connections(): number {
+    return this.core.connections;
+  }
+
+  /**
+   * Takes a client socket accepted elsewhere (or by our listeners): admission, then the
+   * pipeline. Every socket gets an error listener first: an unhandled error kills the daemon.
+   */
+  readonly accept = (socket: net.Socket): void => {
+    const acceptedAt = performance.now();
+    socket.on('error', noop);
+    const pending = this.core.admit(remoteOf(socket), acceptedAt);
+    if (pending === null) {
+      socket.destroy();
+      return;
+    }
+    pending.hold(socket);
+    this.serve(socket, pending);
+  };
+
+  /** Starts the parts and the outbound service, then binds every listen address. */
+  async listen(): Promise<net.AddressInfo[]> {
+    const { options, logger } = this.core;
+    // The outbound service first: a gateway that cannot serve it (name in use) fails
+    // before logging `listening` for its ports.
+    await this.outbound?.start();
+    for (const part of this.parts) part.start();
+    try {
+      this.servers = await bindAll(options.listen, () => net.createServer({ allowHalfOpen: true, noDelay: true }, this.accept), {
+        backlog: options.backlog,
+        logger,
+        transport: this.transport,
+      });
+    } catch (err) {
+      this.stopParts();
+      await this.outbound?.close();
+      throw err;
+    }
+    return this.addresses;
+  }
+
+  private stopParts(): void {
+    for (const part of this.parts) part.stop();
+  }
+
+  /** Stops accepting, lets open connections finish within drainTimeout. */
+  async close(): Promise<void> {
+    this.stopParts();
+    await Promise.all([closeAll(this.servers), this.outbound?.close(), this.core.close()]);
+  }
+
+  /** Closes every listener and connection now. */
+  destroy(): void {
+    this.stopParts();
+    for (const s of this.servers) s.close();
+    void this.outbound?.close();
+    this.core.destroy();
+  }
+}
+
+export function noop(): void {}

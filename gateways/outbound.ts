@@ -20,7 +20,7 @@ import { parseTarget, type Target } from '../src/network.js';
 import { serveService, type ServiceServer } from '../src/service.js';
 import { SocketEndpoint, type Endpoint } from '../src/switch.js';
 import type { GatewayCore, ConnectionInfo } from './gateway.js';
-import { Handshake } from './handshake.js';
+import { asHandshakeError } from './lifecycle.js';
 import { WebSocketEndpoint } from './ws-endpoint.js';
 
 const OK = Buffer.from('ok');
@@ -73,25 +73,22 @@ export class OutboundService {
   private onLocalClient(local: net.Socket, name: string): void {
     local.on('error', noop);
     const core = this.core;
-    const info = core.admit(`unix:${name}`);
-    if (info === null) {
+    const pending = core.admit(`unix:${name}`);
+    if (pending === null) {
       local.destroy();
       return;
     }
-    let remote: { destroy(): void } | null = null;
-    const handshake = new Handshake(core, info, () => {
-      remote?.destroy();
-      local.destroy();
-    }).expireAt(performance.now() + core.options.handshakeTimeout, 'outbound handshake');
-    const refuse = (err: Error, extra?: Record<string, unknown>) => handshake.refuse(err, extra);
-    const onEnd = () => refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'local client closed before sending a URI'));
+    pending.hold(local);
+    pending.stage = 'outbound handshake';
+    const onError = (err: Error) => pending.refuse(asHandshakeError(err));
+    const onEnd = () => pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'local client closed before sending a URI'));
     let received: Buffer = Buffer.alloc(0);
     const onUri = (chunk: Buffer) => {
       received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
       if (received.length < HEADER_SIZE) return;
       const length = received.readUInt32BE(0);
       if (length > MAX_URI_LENGTH) {
-        refuse(ipcError(ErrorCode.PAYLOAD_TOO_LARGE, `URI frame of ${length} bytes (at most ${MAX_URI_LENGTH})`));
+        pending.refuse(ipcError(ErrorCode.PAYLOAD_TOO_LARGE, `URI frame of ${length} bytes (at most ${MAX_URI_LENGTH})`));
         return;
       }
       if (received.length < HEADER_SIZE + length) return;
@@ -99,6 +96,7 @@ export class OutboundService {
       // Frames sent together with the URI are the client's first messages: keep them.
       const rest = received.subarray(HEADER_SIZE + length);
       local.off('data', onUri);
+      local.off('end', onEnd);
       local.pause();
       if (rest.length > 0) local.unshift(rest);
       const uri = uriFrame.toString('latin1');
@@ -110,27 +108,28 @@ export class OutboundService {
         }
         target = parsed;
       } catch (err) {
-        refuse(err as Error, { uri });
+        pending.refuse(err as Error, { uri });
         return;
       }
-      // The handshake timer above bounds the dial too: refuse() destroys the attempt.
+      // The connection's deadline bounds the dial too: a refusal destroys the attempt.
       const attempt = this.dial(target);
-      remote = attempt;
+      pending.hold(attempt);
       attempt.ready.then(
         (endpoint) => {
-          if (!handshake.settle()) {
+          local.off('error', onError);
+          if (pending.settled) {
             endpoint.destroy();
             return;
           }
-          local.off('end', onEnd);
           local.write(FRAMED_OK);
           const client = new SocketEndpoint('client', local, core.options.maxPayload);
-          const connInfo: ConnectionInfo = { ...info, uri, remote: `${target.host}:${target.port}` };
-          core.bridge(connInfo, target.path, client, endpoint);
+          const connInfo: ConnectionInfo = { ...pending.info, uri, remote: `${target.host}:${target.port}` };
+          core.bridge(pending, target.path, client, endpoint, connInfo);
         },
-        (err: Error) => refuse(err, { uri }),
+        (err: Error) => pending.refuse(err, { uri }),
       );
     };
+    local.on('error', onError);
     local.on('data', onUri);
     local.on('end', onEnd);
   }
@@ -150,6 +149,9 @@ export class OutboundService {
           // SNI is for host names only (RFC 6066 §3).
           ...(net.isIP(target.host) === 0 ? { servername: target.host } : {}),
           ...(this.ca ? { ca: this.ca } : {}),
+          // As the TCP leg: a remote FIN is a half-close, the other direction goes on
+          // (tls.connect passes it to the socket; its type does not list it).
+          ...({ allowHalfOpen: true } as tls.ConnectionOptions),
         })
       : net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
     socket.on('error', noop);

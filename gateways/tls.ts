@@ -1,52 +1,40 @@
 /**
- * tlsd: TLS termination in front of local services. The TCP gateway with a TLS
- * handshake first: target selection, limits, switch and teardown are tcpd's (the
- * libipc name handshake, when used, runs inside TLS). The handshake timeout covers the
- * TLS handshake plus the name handshake.
+ * tlsd: TLS termination in front of local services. The TLS step of a pipeline runs the
+ * server side of the handshake on an accepted socket, checks the client's identity, and
+ * hands the decrypted socket to the next step (the name handshake for tlsd, the HTTP
+ * upgrade for wss). The one deadline of the connection covers the TLS handshake and
+ * everything after it until the switch.
  */
 import tls from 'node:tls';
 import type net from 'node:net';
-import { TcpGateway, noop, type TcpGatewayOptions } from './tcp.js';
-import { serveByteClient } from './byte-client.js';
-import type { ConnectionInfo, GatewayCore } from './gateway.js';
-import { Handshake } from './handshake.js';
+import { Gateway, GatewayCore, noop, type GatewayPart, type ServeStep } from './gateway.js';
+import { nameHandshake } from './byte-client.js';
+import type { PendingConnection } from './lifecycle.js';
 import { ErrorCode, ipcError } from '../src/errors.js';
-import { TlsMaterial, clientIdentity, identityProblem, type TlsServerSettings } from './tls-material.js';
+import { TlsMaterial, clientIdentity, identityProblem } from './tls-material.js';
+import { normalizeGatewayOptions, type GatewayInput, type GatewayOptions } from './options.js';
 
-export interface TlsGatewayOptions extends TcpGatewayOptions {
-  tls: TlsServerSettings;
-  /** Reload the TLS files when they change (as SIGHUP does). */
-  watchCerts?: boolean;
+/** A TLS gateway (tlsd): `listen()` binds, `close()` drains; `material.reload()` is SIGHUP's. */
+export interface TlsGateway extends Gateway {
+  readonly material: TlsMaterial;
 }
 
-export class TlsGateway extends TcpGateway {
-  readonly material: TlsMaterial;
+/** Creates a TLS gateway (tlsd) from flag-named options; nothing starts before listen(). */
+export function createTlsGateway(input: GatewayInput): TlsGateway {
+  return tlsGateway(normalizeGatewayOptions('tls', input));
+}
 
-  constructor(options: TlsGatewayOptions) {
-    super(options);
-    this.material = new TlsMaterial(options.tls, this.core.logger, this.core.options.handshakeTimeout + 1000);
-    if (options.watchCerts) this.material.watch();
-  }
+/** A TLS gateway from normalised options. @throws Error when the TLS files fail a check. */
+export function tlsGateway(options: GatewayOptions): TlsGateway {
+  const core = new GatewayCore(options);
+  const material = new TlsMaterial(options.tls!, core.logger, options.handshakeTimeout + 1000);
+  const gateway = new Gateway(core, 'tls', tlsStep(material, nameHandshake(core)), certificateWatch(material, options.watchCerts));
+  return Object.assign(gateway, { material });
+}
 
-  protected override get transport(): string {
-    return 'tls';
-  }
-
-  protected override serve(raw: net.Socket, info: ConnectionInfo, deadline: number): void {
-    terminateTls(this.core, this.material, raw, info, deadline, (socket, secured) => {
-      serveByteClient(this.core, socket, secured, deadline);
-    });
-  }
-
-  override async close(): Promise<void> {
-    this.material.close();
-    await super.close();
-  }
-
-  override destroy(): void {
-    this.material.close();
-    super.destroy();
-  }
+/** Watching the certificate files, as a part started by listen() and stopped by close(). */
+export function certificateWatch(material: TlsMaterial, enabled: boolean): GatewayPart[] {
+  return [{ start: () => (enabled ? material.watch() : undefined), stop: () => material.close() }];
 }
 
 /** A client in its TLS handshake, found again from the TLS socket Node creates for it. */
@@ -85,39 +73,31 @@ function hookServer(server: tls.Server): void {
 }
 
 /**
- * Runs the server side of a TLS handshake on an admitted client, bounded by `deadline`
- * (performance.now() ms), then checks the client certificate (Node's verdict against
- * --ca) and identity allow-lists, and calls `next` with the TLS socket and the connection
- * info extended with `tls` facts. Any failure closes the client without a byte and logs
- * why. Shared by tlsd and wsd (wss).
+ * The TLS step: runs the server side of a TLS handshake on an admitted client, then
+ * checks the client certificate (Node's verdict against --ca) and identity allow-lists,
+ * and calls `next` with the TLS socket (its connection info extended with `tls` facts).
+ * Any failure refuses the client (closed without a byte, logged with a code).
  */
-export function terminateTls(
-  core: GatewayCore,
-  material: TlsMaterial,
-  raw: net.Socket,
-  info: ConnectionInfo,
-  deadline: number,
-  next: (socket: tls.TLSSocket, info: ConnectionInfo) => void,
-): void {
+export function tlsStep(material: TlsMaterial, next: ServeStep): ServeStep {
+  hookServer(material.server);
+  return (raw, pending) => terminateTls(material, raw, pending, next);
+}
+
+function terminateTls(material: TlsMaterial, raw: net.Socket, pending: PendingConnection, next: ServeStep): void {
   const settings = material.settings;
-  let secureSocket: tls.TLSSocket | null = null;
-  const handshake = new Handshake(core, info, () => {
-    pendingByRaw.delete(raw);
-    secureSocket?.destroy();
-    raw.destroy();
-  }).expireAt(deadline, 'TLS handshake');
-  const refuse = (err: Error, extra?: Record<string, unknown>) => handshake.refuse(err, extra);
-  function onRawClose(): void {
-    refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed during the TLS handshake'));
-  }
+  pending.stage = 'TLS handshake';
+  pending.hold({ destroy: () => pendingByRaw.delete(raw) });
+  const onRawClose = () => pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed during the TLS handshake'));
   raw.on('close', onRawClose);
   pendingByRaw.set(raw, {
     failed(err: Error) {
-      refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, `TLS handshake failed: ${err.message.trim()}`, err));
+      pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, `TLS handshake failed: ${err.message.trim()}`, err));
     },
     secured(socket: tls.TLSSocket) {
-      secureSocket = socket;
+      pendingByRaw.delete(raw);
       socket.on('error', noop);
+      pending.hold(socket);
+      if (pending.settled) return;
       const identity = clientIdentity(socket);
       const tlsInfo = {
         protocol: socket.getProtocol(),
@@ -127,21 +107,19 @@ export function terminateTls(
       };
       const problem = identityProblem(identity, settings);
       if (problem !== null) {
-        refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, problem), { tls: tlsInfo });
+        pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, problem), { tls: tlsInfo });
         return;
       }
-      if (!handshake.settle()) return;
-      pendingByRaw.delete(raw);
       raw.off('close', onRawClose);
+      pending.info['tls'] = tlsInfo;
       // A client's FIN is forwarded as a half-close from here on, as for tcpd.
       socket.allowHalfOpen = true;
-      next(socket, { ...info, tls: tlsInfo });
+      next(socket, pending);
     },
   });
-  hookServer(material.server);
   // Not half-open during the handshake: a client's FIN then ends the TLS socket Node
   // creates, which reports it ('tlsClientError'), instead of holding the slot until the
-  // deadline. Half-close is given back once the client is secured (below).
+  // deadline. Half-close is given back once the client is secured (above).
   raw.allowHalfOpen = false;
   // Documented for tls.Server: inject an accepted socket; Node runs the handshake.
   material.server.emit('connection', raw);

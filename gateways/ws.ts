@@ -3,44 +3,29 @@
  * one libipc message. The URL path names the service (`ws://host:8080/pong`), validated
  * and allow-listed like tcpd's names, or every upgrade reaches a fixed service.
  *
- * Connections are accepted by tcpd's listener (limits, admission), go through a TLS
- * handshake for wss (tlsd's), then through an HTTP server that serves the page and
- * upgrades. A refused upgrade gets an HTTP status and is closed: never a half-open socket.
+ * The pipeline is `[tls] -> http upgrade`: accepted (and for wss, TLS-terminated) sockets
+ * go into an HTTP server that serves the page and upgrades. Every byte before the switch,
+ * page requests included, is under the connection's one deadline. A refused upgrade
+ * gets an HTTP status, flushed before the close: never a half-open socket.
+ *
+ * As a library, the gateway can also take upgrades from an application's own HTTP(S)
+ * server (`createWsGateway({ server })`, or `gateway.handleUpgrade(req, socket, head)` in
+ * the manner of ws's `noServer`): the application serves its pages; the gateway's
+ * limits, origin check and upgrade deadline still apply.
  */
 import http from 'node:http';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { TcpGateway, type TcpGatewayOptions } from './tcp.js';
-import { terminateTls } from './tls.js';
-import { TlsMaterial, type TlsServerSettings } from './tls-material.js';
-import type { ConnectionInfo } from './gateway.js';
+import { Gateway, GatewayCore, type GatewayPart, type ServeStep } from './gateway.js';
+import { certificateWatch, tlsStep } from './tls.js';
+import { TlsMaterial } from './tls-material.js';
+import { PendingConnection, sendAndClose, type ConnectionInfo, type ResponseSocket } from './lifecycle.js';
 import { WebSocketEndpoint } from './ws-endpoint.js';
 import { serveStatic } from './static-files.js';
+import { remoteOf } from './listeners.js';
+import { normalizeGatewayOptions, type GatewayInput, type GatewayOptions } from './options.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
-
-export interface WsGatewayOptions extends TcpGatewayOptions {
-  /** wss: TLS material (as tlsd's). */
-  tls?: TlsServerSettings;
-  watchCerts?: boolean;
-  /** Send replies as text messages when they are valid UTF-8 (default binary). */
-  text?: boolean;
-  /** Allowed `Origin` values; unset allows any (non-browser clients send none). */
-  origins?: readonly string[];
-  /** Ping every this many ms and drop peers that did not answer the previous ping (0: off). */
-  pingInterval?: number;
-  /** Directory served over plain HTTP GET (the page); null turns it off. */
-  staticDir?: string | null;
-}
-
-/** Connection facts kept from accept to upgrade. */
-interface PendingHttp {
-  info: ConnectionInfo;
-  deadline: number;
-  timer: NodeJS.Timeout;
-  untrack: () => void;
-  upgraded: boolean;
-}
 
 /** HTTP status lines for refusals. */
 const STATUS_TEXT: Record<number, string> = {
@@ -51,83 +36,120 @@ const STATUS_TEXT: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-export class WsGateway extends TcpGateway {
+/** A WebSocket gateway (wsd). */
+export interface WsGateway extends Gateway {
+  /** wss: the TLS material (SIGHUP reloads it); null for plain ws. */
   readonly material: TlsMaterial | null;
-  private readonly wsOptions: WsGatewayOptions;
+  /** Takes one upgrade request from an HTTP server of the caller's (ws's `noServer` way). */
+  handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+/**
+ * Creates a WebSocket gateway (wsd) from flag-named options. With `server`, it serves
+ * that server's upgrades (as `new WebSocketServer({ server })`); nothing else starts
+ * before listen().
+ */
+export function createWsGateway(input: GatewayInput): WsGateway {
+  return wsGateway(normalizeGatewayOptions('ws', input));
+}
+
+/** A WebSocket gateway from normalised options. @throws Error when TLS files fail a check. */
+export function wsGateway(options: GatewayOptions): WsGateway {
+  const core = new GatewayCore(options);
+  const material = options.tls ? new TlsMaterial(options.tls, core.logger, options.handshakeTimeout + 1000) : null;
+  const upgrades = new WsUpgrades(core, material ? 'wss' : 'ws');
+  const parts: GatewayPart[] = [upgrades, ...(material ? certificateWatch(material, options.watchCerts) : [])];
+  const step = material ? tlsStep(material, upgrades.step) : upgrades.step;
+  const gateway = new Gateway(core, material ? 'wss' : 'ws', step, parts);
+  options.server?.on('upgrade', upgrades.handleUpgrade);
+  if (!options.origins.length) {
+    core.logger.warn('no --origin: any web page a user visits can open WebSockets to the allowed services through their browser');
+  }
+  return Object.assign(gateway, { material, handleUpgrade: upgrades.handleUpgrade });
+}
+
+/** The HTTP upgrade step: page requests, upgrade checks, the service connection, the switch. */
+class WsUpgrades implements GatewayPart {
+  private readonly core: GatewayCore;
+  private readonly transport: string;
   private readonly http: http.Server;
   private readonly wss: WebSocketServer;
-  private readonly pending = new WeakMap<Duplex, PendingHttp>();
+  /** The owner of each socket fed to the HTTP server, until its upgrade. */
+  private readonly pending = new WeakMap<Duplex, PendingConnection>();
   /** Whether each client answered the last ping, and its connection info for logs. */
   private readonly alive = new WeakMap<WebSocket, { answered: boolean; info: ConnectionInfo }>();
   private pingTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
 
-  constructor(options: WsGatewayOptions) {
-    super(options);
-    this.wsOptions = options;
-    this.material = options.tls ? new TlsMaterial(options.tls, this.core.logger, this.core.options.handshakeTimeout + 1000) : null;
-    if (this.material && options.watchCerts) this.material.watch();
+  constructor(core: GatewayCore, transport: string) {
+    this.core = core;
+    this.transport = transport;
     // ws enforces maxPayload on whole messages (fragments included) and closes with 1009.
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.core.options.maxPayload, clientTracking: true });
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: core.options.maxPayload, clientTracking: true });
     this.http = http.createServer((req, res) => this.onRequest(req, res));
-    this.http.headersTimeout = this.core.options.handshakeTimeout;
-    this.http.requestTimeout = this.core.options.handshakeTimeout;
-    if (!options.origins?.length) {
-      this.core.logger.warn(
-        'no --origin: any web page a user visits can open WebSockets to the allowed services through their browser',
-      );
-    }
-    this.http.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket, head));
+    this.http.on('upgrade', this.handleUpgrade);
     this.http.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket));
-    const interval = options.pingInterval ?? 30_000;
-    if (interval > 0) {
-      this.pingTimer = setInterval(() => this.sweepPings(), interval);
-      this.pingTimer.unref();
-    }
   }
 
-  protected override get transport(): string {
-    return this.material ? 'wss' : 'ws';
-  }
-
-  protected override serve(raw: net.Socket, info: ConnectionInfo, deadline: number): void {
-    if (this.material) {
-      terminateTls(this.core, this.material, raw, info, deadline, (socket, secured) => this.startHttp(socket, secured, deadline));
-    } else {
-      this.startHttp(raw, info, deadline);
-    }
-  }
-
-  /** Hands a client socket to the HTTP server; it must upgrade before `deadline`. */
-  private startHttp(socket: net.Socket, info: ConnectionInfo, deadline: number): void {
-    const entry: PendingHttp = {
-      info,
-      deadline,
-      upgraded: false,
-      untrack: () => {},
-      timer: setTimeout(() => {
-        if (entry.upgraded) return;
-        this.core.refuse(info, ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `no WebSocket upgrade within ${this.core.options.handshakeTimeout} ms`));
-        socket.destroy();
-      }, Math.max(0, deadline - performance.now())),
-    };
-    entry.untrack = this.core.track({
-      close: () => socket.destroy(),
-    });
+  /** Serve step: the socket goes to the HTTP server, under its connection's deadline. */
+  readonly step: ServeStep = (socket, pending) => {
+    pending.stage = 'WebSocket upgrade';
+    this.pending.set(socket, pending);
+    pending.onExpire = () => this.endPageConnection(socket, pending);
+    // A client that leaves before upgrading ends its pending state; after only page
+    // requests, that is an ordinary end of an HTTP connection, not a refusal.
     socket.once('close', () => {
-      clearTimeout(entry.timer);
-      entry.untrack();
+      if (pending.info['requests']) pending.handOver();
+      else pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed before its WebSocket upgrade'));
     });
-    this.pending.set(socket, entry);
+    // A TLS step may have paused the socket.
+    socket.resume();
     this.http.emit('connection', socket);
+  };
+
+  start(): void {
+    this.stopped = false;
   }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+  }
+
+  /**
+   * At the deadline, a connection that fetched pages and has sent nothing since its last
+   * response is an idle keep-alive connection: closed as an ordinary end, not refused.
+   * One with a request in progress (a slow upgrade after a page) is refused as any other.
+   */
+  private endPageConnection(socket: net.Socket, pending: PendingConnection): boolean {
+    const page = this.pages.get(socket);
+    if (page === undefined || page.inFlight > 0 || socket.bytesRead !== page.bytesRead) return false;
+    pending.end();
+    this.core.logger.info({ ...pending.info, reason: 'no WebSocket upgrade after its page requests' }, 'connection closed');
+    return true;
+  }
+
+  /** Page requests of each connection: in progress, and bytes read when the last one ended. */
+  private readonly pages = new WeakMap<Duplex, { inFlight: number; bytesRead: number }>();
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    // A page request is not a stalled upgrade: from here the HTTP server's own timeouts
-    // (headers, request, keep-alive) bound the connection.
-    const entry = this.pending.get(req.socket);
-    if (entry) clearTimeout(entry.timer);
-    const dir = this.wsOptions.staticDir;
-    if (dir === null || dir === undefined) {
+    // Counted, not exempted: the connection's deadline still covers it (a page request
+    // does not buy time for a slow upgrade).
+    const pending = this.pending.get(req.socket);
+    if (pending) {
+      pending.info['requests'] = ((pending.info['requests'] as number | undefined) ?? 0) + 1;
+      const socket = req.socket;
+      let page = this.pages.get(socket);
+      if (page === undefined) this.pages.set(socket, (page = { inFlight: 0, bytesRead: 0 }));
+      page.inFlight++;
+      res.once('close', () => {
+        page.inFlight--;
+        page.bytesRead = socket.bytesRead;
+      });
+    }
+    const dir = this.core.options.staticDir;
+    if (dir === null) {
       res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('WebSocket upgrade required\n');
       return;
     }
@@ -135,96 +157,120 @@ export class WsGateway extends TcpGateway {
   }
 
   private onClientError(err: Error, socket: Duplex): void {
-    const entry = this.pending.get(socket);
-    if (entry) this.core.refuse(entry.info, ipcError(ErrorCode.HANDSHAKE_REFUSED, `bad HTTP request: ${err.message}`));
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
-    socket.destroy();
+    const pending = this.pending.get(socket);
+    const refusal = ipcError(ErrorCode.HANDSHAKE_REFUSED, `bad HTTP request: ${err.message}`);
+    const response = httpResponse(400, refusal);
+    if (pending && !pending.settled) {
+      pending.refuse(refusal, { status: 400 }, { socket: socket as net.Socket, bytes: response });
+    } else if (!(socket as net.Socket).writableEnded) {
+      sendAndClose(socket as net.Socket, response);
+    }
   }
 
+  /** Refuses an upgrade with an HTTP status: the body says the code and the public reason only. */
   private refuseUpgrade(
     socket: Duplex,
-    entry: PendingHttp | undefined,
+    pending: PendingConnection,
     status: number,
-    err: Error,
+    err: IpcError,
     extra: Record<string, unknown> = {},
     headers = '',
+    publicReason = err.message,
   ): void {
-    if (entry) {
-      clearTimeout(entry.timer);
-      this.core.refuse(entry.info, err, { status, ...extra });
-    }
-    const body = `${err.message}\n`;
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/plain\r\n` +
-        `${headers}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-      () => socket.destroy(),
-    );
+    pending.refuse(err, { status, ...extra }, { socket: socket as ResponseSocket, bytes: httpResponse(status, err, headers, publicReason) });
   }
 
-  private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-    const entry = this.pending.get(socket);
-    if (!entry || entry.upgraded) {
+  /** An upgrade request: from our HTTP server, or from the application's (library mode). */
+  readonly handleUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+    let pending = this.pending.get(socket);
+    if (pending === undefined) {
+      // The application's server: this request starts the connection's life here.
+      const net = socket as net.Socket;
+      net.on('error', noop);
+      const admitted = this.core.admit(remoteOf(net));
+      if (admitted === null) {
+        sendAndClose(net, httpResponse(503, ipcError(ErrorCode.TOO_MANY_CONNECTIONS, 'gateway is busy or closing')));
+        return;
+      }
+      pending = admitted;
+      pending.stage = 'WebSocket upgrade';
+      pending.hold(net);
+      this.pending.set(socket, pending);
+    }
+    if (pending.settled) {
       socket.destroy();
       return;
     }
+    this.upgrade(req, socket, head, pending);
+  };
+
+  private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, pending: PendingConnection): void {
     // Checked before the service is connected, so a bad handshake costs no service connection.
     const handshakeProblem = webSocketHandshakeProblem(req);
     if (handshakeProblem !== null) {
       // RFC 6455 §4.2.2: a refused version is answered with the versions we speak.
       const versions = handshakeProblem.includes('Version') ? 'sec-websocket-version: 13, 8\r\n' : '';
-      this.refuseUpgrade(socket, entry, 400, ipcError(ErrorCode.HANDSHAKE_REFUSED, handshakeProblem), {}, versions);
+      this.refuseUpgrade(socket, pending, 400, ipcError(ErrorCode.HANDSHAKE_REFUSED, handshakeProblem), {}, versions);
       return;
     }
     const origin = req.headers.origin;
-    const origins = this.wsOptions.origins;
-    if (origins?.length && (origin === undefined || !origins.includes(origin))) {
-      this.refuseUpgrade(socket, entry, 403, ipcError(ErrorCode.HANDSHAKE_REFUSED, `origin ${origin ?? '(none)'} not allowed`));
+    const origins = this.core.options.origins;
+    if (origins.length && (origin === undefined || !origins.includes(origin))) {
+      this.refuseUpgrade(socket, pending, 403, ipcError(ErrorCode.HANDSHAKE_REFUSED, `origin ${origin ?? '(none)'} not allowed`));
       return;
     }
     const target = this.core.selectTarget(this.core.options.service === undefined ? serviceFromPath(req.url) : undefined);
-    if (target instanceof Error) {
-      const status = target instanceof IpcError && target.code === ErrorCode.INVALID_SERVICE_NAME ? 400 : 403;
-      this.refuseUpgrade(socket, entry, status, target, { path: req.url });
+    if (target instanceof IpcError) {
+      const status = target.code === ErrorCode.INVALID_SERVICE_NAME ? 400 : 403;
+      this.refuseUpgrade(socket, pending, status, target, { path: req.url });
       return;
     }
-    this.core.connectTarget(target).then(
+    this.core.connectTarget(target, pending).then(
       (upstream) => {
-        if (socket.destroyed) {
-          upstream.destroy();
-          return;
-        }
-        // ws validates the handshake (version, Sec-WebSocket-Key) and answers 400 itself.
+        if (upstream === null) return; // refused meanwhile (client gone, deadline, shutdown)
+        // ws validates the handshake (version, Sec-WebSocket-Key) and answers 400 itself;
+        // with noServer and no verifyClient, its callback runs synchronously.
+        let upgraded = false;
         this.wss.handleUpgrade(req, socket, head, (ws) => {
-          entry.upgraded = true;
-          clearTimeout(entry.timer);
-          entry.untrack();
-          this.bridge(ws, socket as net.Socket, upstream, { ...entry.info, service: target, ...(origin ? { origin } : {}) }, target);
+          upgraded = true;
+          const info = { ...pending.info, service: target, ...(origin ? { origin } : {}) };
+          this.bridge(ws, socket as net.Socket, upstream, pending, info, target);
         });
-        if (!entry.upgraded) {
-          // handleUpgrade refused the request (bad key, version...): it answered and closed.
-          upstream.destroy();
-          if (!socket.destroyed) socket.destroy();
-          this.core.refuse(entry.info, ipcError(ErrorCode.HANDSHAKE_REFUSED, 'invalid WebSocket handshake'), { status: 400 });
-          clearTimeout(entry.timer);
-        }
+        if (!upgraded) pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, 'invalid WebSocket handshake'), { status: 400 });
       },
-      (err: Error) => this.refuseUpgrade(socket, entry, 404, err, { service: target }),
+      (err: IpcError) =>
+        // The log keeps the detail (socket path, errno); the client learns the code and the name.
+        this.refuseUpgrade(socket, pending, 404, err, { service: target }, '', `service '${target}' is not available`),
     );
   }
 
-  private bridge(ws: WebSocket, socket: net.Socket, upstream: net.Socket, info: ConnectionInfo, service: string): void {
+  private bridge(ws: WebSocket, socket: net.Socket, upstream: net.Socket, pending: PendingConnection, info: ConnectionInfo, service: string): void {
     const { options } = this.core;
-    const client = new WebSocketEndpoint(ws, socket, options.maxPayload, this.wsOptions.text === true, info.peer);
+    const client = new WebSocketEndpoint(ws, socket, options.maxPayload, options.text, info.peer);
+    if (this.core.bridge(pending, service, client, this.core.serviceEndpoint(upstream), info) === null) return;
+    this.pending.delete(socket);
     this.alive.set(ws, { answered: true, info });
     ws.on('pong', () => {
       const state = this.alive.get(ws);
       if (state) state.answered = true;
     });
-    this.core.bridge(info, service, client, this.core.serviceEndpoint(upstream));
+    this.startPings();
   }
 
-  /** One timer for every connection (per-socket timers cost ~10 % CPU: PERFORMANCE.md). */
+  /** One timer for every connection (per-socket timers cost ~10 % CPU: PERFORMANCE.md), started by the first. */
+  private startPings(): void {
+    const interval = this.core.options.pingInterval;
+    if (interval <= 0 || this.pingTimer !== null || this.stopped) return;
+    this.pingTimer = setInterval(() => this.sweepPings(), interval);
+    this.pingTimer.unref();
+  }
+
   private sweepPings(): void {
+    if (this.wss.clients.size === 0) {
+      this.stop();
+      this.stopped = false;
+      return;
+    }
     for (const ws of this.wss.clients) {
       const state = this.alive.get(ws);
       if (state === undefined) continue;
@@ -243,19 +289,18 @@ export class WsGateway extends TcpGateway {
       ws.ping();
     }
   }
-
-  override async close(): Promise<void> {
-    if (this.pingTimer) clearInterval(this.pingTimer);
-    this.material?.close();
-    await super.close();
-  }
-
-  override destroy(): void {
-    if (this.pingTimer) clearInterval(this.pingTimer);
-    this.material?.close();
-    super.destroy();
-  }
 }
+
+/** An HTTP refusal: status line, headers, and a body with the code and the public reason. */
+function httpResponse(status: number, err: IpcError, headers = '', publicReason = err.message): string {
+  const body = `${err.code}: ${publicReason}\n`;
+  return (
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\nconnection: close\r\ncontent-type: text/plain\r\n` +
+    `${headers}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  );
+}
+
+function noop(): void {}
 
 const KEY_PATTERN = /^[+/0-9A-Za-z]{22}==$/;
 

@@ -78,9 +78,14 @@ export interface ConnectIpcOptions extends ConnectOptions {
 export async function connectIpc(name: string, options: ConnectIpcOptions = {}): Promise<net.Socket> {
   const network = 'network' in options ? options.network : process.env['IPC_NETWORK'];
   if (network === undefined) return connectService(name, options);
-  await lookupSlots.acquire();
+  // The lookup timeout bounds the whole lookup, the wait for a slot included.
+  const timeout = options.lookupTimeout ?? 5000;
+  const deadline = performance.now() + timeout;
+  if (!(await lookupSlots.acquire(timeout))) {
+    throw ipcError(ErrorCode.HANDSHAKE_TIMEOUT, `lookup of '${name}' waited ${timeout} ms for one of the ${MAX_CONCURRENT_LOOKUPS} lookup slots`);
+  }
   try {
-    return await lookup(name, network, options);
+    return await lookup(name, network, options, Math.max(1, Math.round(deadline - performance.now())));
   } finally {
     lookupSlots.release();
   }
@@ -92,27 +97,37 @@ export async function connectIpc(name: string, options: ConnectIpcOptions = {}):
  */
 export const MAX_CONCURRENT_LOOKUPS = 2;
 
-/** A counting semaphore: waiters are served in order. */
+/** A counting semaphore: waiters are served in order; a wait gives up after its timeout. */
 const lookupSlots = (() => {
   let free = MAX_CONCURRENT_LOOKUPS;
-  const waiting: Array<() => void> = [];
+  const waiting = new Set<(granted: boolean) => void>();
   return {
-    acquire(): Promise<void> {
+    /** Resolves true with a slot, or false once `timeout` ms passed without one. */
+    acquire(timeout: number): Promise<boolean> {
       if (free > 0) {
         free--;
-        return Promise.resolve();
+        return Promise.resolve(true);
       }
-      return new Promise<void>((resolve) => waiting.push(resolve));
+      return new Promise<boolean>((resolve) => {
+        const grant = (granted: boolean) => {
+          clearTimeout(timer);
+          waiting.delete(grant);
+          resolve(granted);
+        };
+        const timer = setTimeout(() => grant(false), timeout);
+        waiting.add(grant);
+      });
     },
     release(): void {
-      const next = waiting.shift();
-      if (next) next();
-      else free++;
+      // Sets iterate in insertion order: the longest waiter is served first.
+      const next = waiting.values().next();
+      if (next.done) free++;
+      else next.value(true);
     },
   };
 })();
 
-async function lookup(name: string, network: string, options: ConnectIpcOptions): Promise<net.Socket> {
+async function lookup(name: string, network: string, options: ConnectIpcOptions, timeout: number): Promise<net.Socket> {
   const rundir = options.rundir ?? resolveRundir();
   const ipcPath = servicePath('ipc', rundir);
   let lookupFd: number;
@@ -129,7 +144,7 @@ async function lookup(name: string, network: string, options: ConnectIpcOptions)
     writeAll(lookupFd, encodeFrame(formatLookup(name, network)));
     let reply;
     try {
-      reply = await receiveFd(lookupFd, options.lookupTimeout ?? 5000);
+      reply = await receiveFd(lookupFd, timeout);
     } catch (err) {
       if (err instanceof IpcError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'EOF') {
         throw ipcError(ErrorCode.NO_ROUTE, `ipcd at ${ipcPath} refused the lookup of '${name}' (no route, or the route failed: see ipcd's log)`, err);

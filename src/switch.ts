@@ -194,9 +194,10 @@ export class SocketEndpoint extends Endpoint {
     } else {
       socket.on('data', onData);
     }
-    socket.on('end', function socketOnEnd() {
+    const socketOnEnd = function socketOnEnd() {
       owner.inputEnd(endpoint);
-    });
+    };
+    socket.on('end', socketOnEnd);
     socket.on('drain', function socketOnDrain() {
       owner.drained(endpoint);
     });
@@ -208,6 +209,9 @@ export class SocketEndpoint extends Endpoint {
     });
     // A handshake may have paused the socket (and unshifted bytes that followed it).
     socket.resume();
+    // The client's FIN may have come during the handshake (a name then a half-close):
+    // its 'end' was emitted before this listener existed, so it is applied here.
+    if (socket.readableEnded) process.nextTick(socketOnEnd);
   }
 }
 

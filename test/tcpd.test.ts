@@ -7,8 +7,10 @@
 import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { GatewayCore } from '../gateways/gateway.js';
-import { TcpGateway, type TcpGatewayOptions } from '../gateways/tcp.js';
+import type { Gateway as TcpGateway } from '../gateways/gateway.js';
+import { ConnectionTable, PendingConnection } from '../gateways/lifecycle.js';
+import { createTcpGateway } from '../gateways/tcp.js';
+import type { GatewayInput as TcpGatewayOptions } from '../gateways/options.js';
 import { startPongd, startTcpd, type Tcpd } from './helpers/daemon.js';
 import { byMsg, captureLogger, codeOf, type LogLine, type LogSink } from './helpers/log-sink.js';
 import { frame, pause, probeEcho, RawClient, tcpSession, WAIT } from './helpers/raw-client.js';
@@ -34,9 +36,9 @@ interface Gateway {
 async function startGateway(t: ExecutionContext, options: Partial<TcpGatewayOptions> = {}, rundir?: string): Promise<Gateway> {
   const dir = rundir ?? (await tempRundir(t));
   const { logger, sink } = captureLogger();
-  const gateway = new TcpGateway({
+  const gateway = createTcpGateway({
     listen: [{ host: '127.0.0.1', port: 0 }],
-    ...(options.service === undefined ? { allow: '*' as const } : {}),
+    ...(options.service === undefined && options.allow === undefined ? { allow: '*' as const } : {}),
     rundir: dir,
     logger,
     ...options,
@@ -496,7 +498,7 @@ test('tcpd --idle-timeout closes a quiet connection with IPC_ERR_IDLE_TIMEOUT in
 });
 
 // ---------------------------------------------------------------------------------------
-// GatewayCore.close()
+// ConnectionTable: drain and deadlines
 
 /** Resolves `promise`, or rejects once `ms` passed. */
 async function settledWithin<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -511,39 +513,70 @@ async function settledWithin<T>(promise: Promise<T>, ms: number, what: string): 
   }
 }
 
-test('GatewayCore.close() called twice: both calls resolve once the last connection leaves', async (t) => {
-  const core = new GatewayCore({ rundir: await tempRundir(t), allow: '*', drainTimeout: 60_000 });
-  t.teardown(() => core.destroy());
-  const untrack = core.track({ close: () => untrack() });
-  const first = core.close();
-  const second = core.close();
+test('ConnectionTable.close() called twice: both calls resolve once the last connection leaves', async (t) => {
+  const table = new ConnectionTable(60_000);
+  t.teardown(() => table.destroy());
+  const pending = new PendingConnection(table, { conn: 1, peer: undefined }, 60_000, () => {});
+  const first = table.close(60_000);
+  const second = table.close(60_000);
   let settled = 0;
   void first.then(() => settled++);
   void second.then(() => settled++);
   await pause(50);
   t.is(settled, 0, 'both wait for the open connection');
-  untrack();
+  t.true(pending.handOver());
   await settledWithin(Promise.all([first, second]), WAIT, 'both close() calls');
-  await settledWithin(core.close(), WAIT, 'a third close()');
+  await settledWithin(table.close(60_000), WAIT, 'a third close()');
 });
 
-test('GatewayCore.close() called twice: both calls resolve when the drain timeout cuts the connections', async (t) => {
-  const core = new GatewayCore({ rundir: await tempRundir(t), allow: '*', drainTimeout: 100 });
-  t.teardown(() => core.destroy());
+test('ConnectionTable.close() called twice: both calls resolve when the drain timeout cuts the connections', async (t) => {
+  const table = new ConnectionTable(60_000);
+  t.teardown(() => table.destroy());
+  const codes: string[] = [];
+  new PendingConnection(table, { conn: 1, peer: undefined }, 60_000, (_pending, err) => codes.push(err.code));
+  await settledWithin(Promise.all([table.close(100), table.close(100)]), 100 + WAIT, 'both close() calls');
+  t.deepEqual(codes, ['IPC_ERR_SHUTDOWN']);
+  t.is(table.size, 0);
+});
+
+test('ConnectionTable: a connection handed over to its switch during the drain keeps the drain open until the switch ends', async (t) => {
+  const table = new ConnectionTable(60_000);
+  t.teardown(() => table.destroy());
+  const pending = new PendingConnection(table, { conn: 1, peer: undefined }, 60_000, () => {});
+  const closed = table.close(60_000);
+  let done = false;
+  void closed.then(() => (done = true));
   const reasons: string[] = [];
-  const untrack = core.track({
-    close: (reason) => {
-      reasons.push(reason);
-      untrack();
-    },
-  });
-  await settledWithin(Promise.all([core.close(), core.close()]), 100 + WAIT, 'both close() calls');
-  t.deepEqual(reasons, ['gateway shut down']);
-  t.is(core.connections, 0);
+  const sw = { close: (reason: string) => reasons.push(reason) };
+  t.true(pending.handOver(sw), 'hand-over while draining');
+  await pause(50);
+  t.false(done, 'the switch is drained like any connection');
+  table.delete(sw);
+  await settledWithin(closed, WAIT, 'close() once the switch ended');
+  t.deepEqual(reasons, []);
 });
 
-test('GatewayCore.close() called twice with no connection: both resolve', async (t) => {
-  const core = new GatewayCore({ rundir: await tempRundir(t), allow: '*' });
-  await settledWithin(Promise.all([core.close(), core.close()]), WAIT, 'both close() calls');
-  t.true(core.isClosing);
+test('ConnectionTable: the sweep refuses a pending connection at its deadline with IPC_ERR_HANDSHAKE_TIMEOUT', async (t) => {
+  const table = new ConnectionTable(100);
+  t.teardown(() => table.destroy());
+  const codes: string[] = [];
+  const pending = new PendingConnection(table, { conn: 1, peer: undefined }, 100, (_pending, err) => codes.push(err.code));
+  let destroyed = false;
+  pending.hold({ destroy: () => (destroyed = true) });
+  await settledWithin(
+    (async () => {
+      while (!pending.settled) await pause(10);
+    })(),
+    WAIT,
+    'the deadline',
+  );
+  t.deepEqual(codes, ['IPC_ERR_HANDSHAKE_TIMEOUT']);
+  t.true(destroyed, 'what it held is closed');
+  t.is(table.size, 0);
+});
+
+test('ConnectionTable.close() called twice with no connection: both resolve', async (t) => {
+  const table = new ConnectionTable(5000);
+  await settledWithin(Promise.all([table.close(100), table.close(100)]), WAIT, 'both close() calls');
+  t.true(table.closing);
 });

@@ -669,7 +669,7 @@ tlsTest('refuses to start with an expired certificate, a mismatched key, or clie
   const cases: Array<[string[], RegExp]> = [
     [['--cert', expiredCert, '--key', expiredKey], /expired/],
     [['--cert', material.files.cert, '--key', expiredKey], /does not match/],
-    [[...material.args, '--require-client-cert'], /need --ca/],
+    [[...material.args, "--require-client-cert"], /--ca/],
   ];
   for (const [args, why] of cases) {
     const proc = spawnNode(t, 'tlsd', ['--listen', '127.0.0.1:0', '--service', 'pong', '--no-outbound', ...args], rundir);

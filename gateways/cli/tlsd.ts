@@ -8,33 +8,19 @@
  * SIGHUP (or --watch-certs) reloads certificate, key and CA; SIGINT/SIGTERM drain and exit.
  */
 import { Command } from 'commander';
-import { TlsGateway } from '../tls.js';
-import { resolveRundir } from '../../src/rundir.js';
-import { addGatewayOptions, endpointsFrom, gatewayOptionsFrom, type GatewayCliOptions } from './gateway-options.js';
-import { addTlsOptions, tlsSettingsFrom, type TlsCliOptions } from './tls-options.js';
+import { tlsGateway, type TlsGateway } from '../tls.js';
+import { addGatewayOptions, gatewayOptionsFrom, type GatewayCliOptions } from './gateway-options.js';
 import { daemonLogger, fail, stopOnSignals } from './common.js';
 
-const OUTBOUND = ['tls'];
-const program = addTlsOptions(
-  addGatewayOptions(new Command('tlsd').description('libipc TLS gateway: TLS clients to local libipc services'), OUTBOUND),
-  true,
-).parse();
-const opts = program.opts<GatewayCliOptions & TlsCliOptions>();
+const program = addGatewayOptions(new Command('tlsd').description('libipc TLS gateway: TLS clients to local libipc services'), 'tls').parse();
+const opts = program.opts<GatewayCliOptions>();
 const logger = daemonLogger('tlsd', opts.logLevel);
 
 let gateway: TlsGateway | undefined;
 stopOnSignals(logger, async () => gateway?.close(), ['SIGINT', 'SIGTERM']);
 process.on('SIGHUP', () => gateway?.material.reload());
 try {
-  const tls = tlsSettingsFrom(opts);
-  if (!tls) throw new TypeError('give --cert and --key');
-  gateway = new TlsGateway({
-    ...gatewayOptionsFrom(opts, resolveRundir()),
-    ...endpointsFrom(opts, OUTBOUND),
-    tls,
-    watchCerts: opts.watchCerts === true,
-    logger,
-  });
+  gateway = tlsGateway(gatewayOptionsFrom('tls', opts, logger));
   await gateway.listen();
 } catch (err) {
   fail(logger, err, 'tlsd: cannot start');
