@@ -67,7 +67,7 @@ test('serviceNameProblem accepts exactly the names the specification accepts', (
       assert.equal(problem === null, nameAccepted(name), `problem: ${problem}`);
       if (problem !== null) assert.ok(problem.length > 0);
     }),
-    1000,
+    600,
   );
 });
 
@@ -255,7 +255,7 @@ test('parseTarget on any text returns a well-formed target or throws IPC_ERR_INV
       ),
       targetInvariants,
     ),
-    1000,
+    600,
   );
 });
 
@@ -355,7 +355,7 @@ test('parseListenAddress agrees with the model on addresses assembled from parts
         assert.throws(() => parseListenAddress(text), TypeError, text);
       }
     }),
-    1000,
+    600,
   );
 });
 
@@ -384,6 +384,6 @@ test('parseListenAddress on any text returns a port in range or throws a TypeErr
         assert.deepEqual(parseListenAddress(formatListen(parsed.host, parsed.port)), parsed);
       },
     ),
-    1000,
+    600,
   );
 });
