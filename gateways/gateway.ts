@@ -54,10 +54,10 @@ export class GatewayCore {
   }
 
   /**
-   * Admits a new client or refuses it (connection limit, or closing), logging the
-   * refusal with its code. The returned owner's deadline counts from `acceptedAt`.
+   * Admits a new client, or refuses it (connection limit, or closing): the refusal is
+   * logged with its code and returned. The owner's deadline counts from `acceptedAt`.
    */
-  admit(peer: string | undefined, acceptedAt = performance.now()): PendingConnection | null {
+  admit(peer: string | undefined, acceptedAt = performance.now()): PendingConnection | IpcError {
     const info: ConnectionInfo = { conn: this.nextConn++, peer };
     let refusal: IpcError | null = null;
     if (this.table.closing) refusal = ipcError(ErrorCode.SHUTDOWN, 'gateway is closing');
@@ -66,7 +66,7 @@ export class GatewayCore {
     }
     if (refusal !== null) {
       this.logger.warn({ ...info, code: refusal.code, reason: refusal.message }, 'connection refused');
-      return null;
+      return refusal;
     }
     return new PendingConnection(this.table, info, this.options.handshakeTimeout, this.reportRefusal, acceptedAt);
   }
@@ -271,7 +271,7 @@ export class Gateway {
     const acceptedAt = performance.now();
     socket.on('error', noop);
     const pending = this.core.admit(remoteOf(socket), acceptedAt);
-    if (pending === null) {
+    if (pending instanceof IpcError) {
       socket.destroy();
       return;
     }

@@ -74,7 +74,7 @@ export class OutboundService {
     local.on('error', noop);
     const core = this.core;
     const pending = core.admit(`unix:${name}`);
-    if (pending === null) {
+    if (pending instanceof IpcError) {
       local.destroy();
       return;
     }

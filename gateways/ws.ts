@@ -188,8 +188,8 @@ class WsUpgrades implements GatewayPart {
       const net = socket as net.Socket;
       net.on('error', noop);
       const admitted = this.core.admit(remoteOf(net));
-      if (admitted === null) {
-        sendAndClose(net, httpResponse(503, ipcError(ErrorCode.TOO_MANY_CONNECTIONS, 'gateway is busy or closing')));
+      if (admitted instanceof IpcError) {
+        sendAndClose(net, httpResponse(503, admitted));
         return;
       }
       pending = admitted;
