@@ -258,6 +258,19 @@ test('a directory at the service path fails with IPC_ERR_SERVICE_IN_USE and is l
   t.is(readFileSync(path.join(dir, 'inside'), 'utf8'), 'x');
 });
 
+// The run directory's owner and mode (defect 6a)
+
+test('serveService refuses an existing run directory anyone may write, creating nothing in it', async (t) => {
+  const rundir = path.join(tempDirSync(t, 'libipc-service-'), 'run');
+  mkdirSync(rundir);
+  chmodSync(rundir, 0o1777);
+  const err = await t.throwsAsync(serveService('pong', { rundir }), { instanceOf: IpcError, code: ErrorCode.RUNDIR_UNUSABLE });
+  t.true(err?.message.includes(rundir), err?.message);
+  t.true(err?.message.includes('mode 1777'), err?.message);
+  t.deepEqual(readdirSync(rundir), []);
+  t.is(modeOf(rundir), 0o1777);
+});
+
 // Closing
 
 test('close() removes the socket file, is idempotent, and the name can be served again', async (t) => {
@@ -348,8 +361,9 @@ test('a socket path too long for sun_path fails with a coded error and leaves no
   let out = '';
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   const exited = once(proc, 'exit');
-  // With nothing left listening the child's event loop empties and it exits by itself.
-  const exitedByItself = await within(exited, 'the child', 4000).then(
+  // With nothing left listening the child's event loop empties and it exits by itself
+  // (bounded by WAIT: tsx startup alone takes seconds on a loaded machine).
+  const exitedByItself = await within(exited, 'the child', WAIT).then(
     () => true,
     () => false,
   );
