@@ -3,6 +3,7 @@
  * IPC_NETWORK routes it (PROTOCOL.md §4), as libipc's `connect_ipc` does.
  */
 import net from 'node:net';
+import { lstatSync } from 'node:fs';
 import { ErrorCode, IpcError, ipcError } from './errors.js';
 import { resolveRundir, servicePath } from './rundir.js';
 import { encodeFrame } from './frame.js';
@@ -31,9 +32,21 @@ export async function connectService(name: string, options: ConnectOptions = {})
 /**
  * Connects to the service `name` at `socketPath`, a path already built with
  * {@link servicePath} (gateways with a fixed target build it once).
+ * A symbolic link at `socketPath` is refused, not followed: connect(2) would follow it to
+ * a socket anywhere. One lstat per connection (no Stats object is made when the path is
+ * absent); the link could still appear between it and the connect, which only users who
+ * can write the run directory can do: checkRundir refuses directories others can write.
  * @throws IpcError `IPC_ERR_SERVICE_UNAVAILABLE` naming the service and the path.
  */
 export function connectServicePath(name: string, socketPath: string, options: ConnectOptions = {}): Promise<net.Socket> {
+  if (isSymbolicLink(socketPath)) {
+    return Promise.reject(
+      ipcError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        `service '${name}' is not available at ${socketPath}: it is a symbolic link, which is not followed`,
+      ),
+    );
+  }
   return new Promise((resolve, reject) => {
     const socket = net.connect({
       path: socketPath,
@@ -56,6 +69,15 @@ export function connectServicePath(name: string, socketPath: string, options: Co
       resolve(socket);
     });
   });
+}
+
+/** True when `file` is a symbolic link; other lstat failures are left to connect to report. */
+function isSymbolicLink(file: string): boolean {
+  try {
+    return lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink() === true;
+  } catch {
+    return false;
+  }
 }
 
 export interface ConnectIpcOptions extends ConnectOptions {

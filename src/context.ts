@@ -18,7 +18,8 @@ import net from 'node:net';
 import { FrameDecoder, encodeFrame, DEFAULT_MAX_PAYLOAD } from './frame.js';
 import { serveService, type ServiceServer } from './service.js';
 import { connectService } from './client.js';
-import { resolveRundir } from './rundir.js';
+import { checkRundir, resolveRundir } from './rundir.js';
+import { IpcError } from './errors.js';
 import { SocketEndpoint, Switch, type Endpoint, type SwitchSummary } from './switch.js';
 import { silentLogger, type Logger } from './log.js';
 
@@ -119,6 +120,8 @@ export class Context implements AsyncIterable<IpcEvent> {
   private readingPaused = false;
   private nextId = 1;
   private closed = false;
+  /** Set once the run directory passed checkRundir (on the first connect that finds it). */
+  private rundirChecked = false;
 
   constructor(options: ContextOptions = {}) {
     this.rundir = options.rundir ?? resolveRundir();
@@ -148,8 +151,22 @@ export class Context implements AsyncIterable<IpcEvent> {
     return served;
   }
 
-  /** Connects to the service `name`. @throws IpcError `IPC_ERR_SERVICE_UNAVAILABLE`. */
+  /**
+   * Connects to the service `name`. The run directory is checked first (once per
+   * context): a directory others could write or another user owns is refused.
+   * @throws IpcError `IPC_ERR_SERVICE_UNAVAILABLE` (a missing run directory included:
+   *   nothing serves there), `IPC_ERR_RUNDIR_UNUSABLE`.
+   */
   async connect(name: string): Promise<Connection> {
+    if (!this.rundirChecked) {
+      try {
+        checkRundir(this.rundir);
+        this.rundirChecked = true;
+      } catch (err) {
+        // Missing: connectService reports that nothing serves the name.
+        if (!(err instanceof IpcError && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT')) throw err;
+      }
+    }
     const socket = await connectService(name, { rundir: this.rundir, allowHalfOpen: true });
     return this.add(ConnectionKind.IPC, socket, name);
   }

@@ -53,8 +53,10 @@ function inUse(name: string, socketPath: string) {
 
 /**
  * Starts serving `name`.
- * @throws IpcError `IPC_ERR_INVALID_SERVICE_NAME`, `IPC_ERR_RUNDIR_UNUSABLE`,
- *   `IPC_ERR_SERVICE_IN_USE` (naming the service and its path).
+ * @throws IpcError `IPC_ERR_INVALID_SERVICE_NAME`, `IPC_ERR_RUNDIR_UNUSABLE` (the run
+ *   directory cannot be made, or others could write it: see ensureRundir),
+ *   `IPC_ERR_SERVICE_IN_USE` (naming the service and its path; also when the path is
+ *   anything but a socket, a symbolic link included).
  */
 export async function serveService(name: string, options: ServeOptions = {}): Promise<ServiceServer> {
   const rundir = options.rundir ?? resolveRundir();
@@ -68,6 +70,10 @@ export async function serveService(name: string, options: ServeOptions = {}): Pr
     existing = null;
   }
   if (existing !== null) {
+    // Never probed, unlinked or bound through: a link can point at any socket or path.
+    if (existing.isSymbolicLink()) {
+      throw ipcError(ErrorCode.SERVICE_IN_USE, `${socketPath} is a symbolic link, which is not followed; not touching it`);
+    }
     if (!existing.isSocket()) {
       throw ipcError(ErrorCode.SERVICE_IN_USE, `${socketPath} exists and is not a socket; not touching it`);
     }

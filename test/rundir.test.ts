@@ -1,17 +1,20 @@
 import test, { type ExecutionContext } from 'ava';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lchownSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   DEFAULT_RUNDIR,
   MAX_SERVICE_NAME_LENGTH,
   assertServiceName,
+  checkRundir,
   ensureRundir,
   resolveRundir,
   serviceNameProblem,
   servicePath,
 } from '../src/rundir.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
+import { Context } from '../src/context.js';
 import { tempDirSync } from './helpers/rundir.js';
+import { runCli, START_TIMEOUT } from './helpers/daemon.js';
 
 /** Runs `fn` with the process umask set to `mask`, restoring it afterwards. */
 function withUmask<T>(mask: number, fn: () => T): T {
@@ -178,4 +181,174 @@ test('ensureRundir on an executable regular file fails with IPC_ERR_RUNDIR_UNUSA
   const err = t.throws(() => ensureRundir(file), unusable);
   t.true(err?.message.includes(file));
   t.is(readFileSync(file, 'utf8'), '#!/bin/sh\n');
+});
+
+// Defect 8: Node's recursive mkdirSync alternates EEXIST and ENOENT forever under /proc
+// (mkdir /proc/x is ENOENT though /proc exists), spinning at 100% CPU and deaf to signals.
+// Run through the real pongd so that a regression is a bounded wait, not a hung worker.
+const unusableRundirCli = test.macro({
+  async exec(t, makeRundir: (base: string) => string, reason: RegExp) {
+    const rundir = makeRundir(tempDirSync(t, 'libipc-rundir-'));
+    const run = await runCli(t, 'pongd', [], { env: { RUNDIR: rundir } }, START_TIMEOUT);
+    t.is(run.code, 1, run.stderr);
+    t.true(run.stderr.includes(rundir), run.stderr);
+    t.regex(run.stderr, /not usable/);
+    t.regex(run.stderr, reason);
+  },
+  title: (what = '') => `pongd exits 1 promptly naming an unusable RUNDIR and why: ${what}`,
+});
+
+test('/proc/x/', unusableRundirCli, () => '/proc/x/', /cannot create \/proc\/x \(ENOENT/);
+test('a missing directory under /proc', unusableRundirCli, () => '/proc/x/y/run', /cannot create \/proc\/x \(ENOENT/);
+test('a path under a regular file', unusableRundirCli, (base) => {
+  writeFileSync(path.join(base, 'file'), 'not a directory');
+  return path.join(base, 'file', 'run');
+}, /ENOTDIR/);
+
+// Defect 6a: a run directory others can write, or that another user owns, lets them
+// replace a service's socket (or plant one) and read what clients send.
+
+/** A fresh directory `<temp>/run` with `mode` (set after creation, so the umask does not filter it). */
+function dirWithMode(t: ExecutionContext, mode: number): string {
+  const rundir = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
+  mkdirSync(rundir);
+  chmodSync(rundir, mode);
+  return rundir;
+}
+
+/** A uid no account uses: the tests run as root, so "another user" is made with chown. */
+const OTHER_UID = 12345;
+
+for (const mode of [0o700, 0o750, 0o755, 0o770, 0o2770]) {
+  test(`checkRundir and ensureRundir accept an existing directory of this user with mode ${mode.toString(8).padStart(4, '0')}`, (t) => {
+    const rundir = dirWithMode(t, mode);
+    t.notThrows(() => checkRundir(rundir));
+    t.notThrows(() => ensureRundir(rundir));
+    t.notThrows(() => checkRundir(rundir + '/'));
+    t.is(modeOf(rundir), mode, 'left as it was');
+  });
+}
+
+for (const mode of [0o777, 0o1777, 0o773, 0o702]) {
+  test(`checkRundir and ensureRundir refuse a directory anyone may write (mode ${mode.toString(8).padStart(4, '0')}), naming path, mode and remedy`, (t) => {
+    const rundir = dirWithMode(t, mode);
+    for (const check of [checkRundir, ensureRundir]) {
+      const err = t.throws(() => check(rundir), unusable);
+      t.true(err?.message.includes(rundir), err?.message);
+      t.true(err?.message.includes(`mode ${mode.toString(8).padStart(4, '0')}`), err?.message);
+      t.regex(err?.message ?? '', /any user may write/);
+      t.regex(err?.message ?? '', /chmod o-w/);
+    }
+    t.is(modeOf(rundir), mode, 'the mode is not changed behind the owner\'s back');
+  });
+}
+
+test('checkRundir and ensureRundir refuse a directory that belongs to another user, naming path, owner and remedy', (t) => {
+  const rundir = dirWithMode(t, 0o770);
+  chownSync(rundir, OTHER_UID, OTHER_UID);
+  for (const check of [checkRundir, ensureRundir]) {
+    const err = t.throws(() => check(rundir), unusable);
+    t.true(err?.message.includes(rundir), err?.message);
+    t.true(err?.message.includes(`uid ${OTHER_UID}`), err?.message);
+    t.regex(err?.message ?? '', /RUNDIR/);
+  }
+  t.is(statSync(rundir).uid, OTHER_UID);
+});
+
+test('a group-shared directory of this user (0770, another group) is accepted', (t) => {
+  const rundir = dirWithMode(t, 0o770);
+  chownSync(rundir, process.getuid!(), OTHER_UID);
+  t.notThrows(() => checkRundir(rundir));
+  t.notThrows(() => ensureRundir(rundir));
+});
+
+test('a run directory reached through a symbolic link of this user is checked at its target', (t) => {
+  const base = tempDirSync(t, 'libipc-rundir-');
+  const good = path.join(base, 'good');
+  mkdirSync(good, { mode: 0o770 });
+  symlinkSync(good, path.join(base, 'link-good'));
+  t.notThrows(() => checkRundir(path.join(base, 'link-good')));
+  t.notThrows(() => checkRundir(path.join(base, 'link-good') + '/'));
+  const open = path.join(base, 'open');
+  mkdirSync(open);
+  chmodSync(open, 0o777);
+  symlinkSync(open, path.join(base, 'link-open'));
+  const err = t.throws(() => checkRundir(path.join(base, 'link-open') + '/'), unusable);
+  t.true(err?.message.includes('mode 0777'), err?.message);
+});
+
+// Whoever owns a symbolic link may point it elsewhere at any time, after the check.
+test('a run directory that is a symbolic link owned by another user is refused', (t) => {
+  const base = tempDirSync(t, 'libipc-rundir-');
+  const good = path.join(base, 'good');
+  mkdirSync(good, { mode: 0o770 });
+  const link = path.join(base, 'link');
+  symlinkSync(good, link);
+  lchownSync(link, OTHER_UID, OTHER_UID);
+  for (const rundir of [link, link + '/']) {
+    const err = t.throws(() => checkRundir(rundir), unusable);
+    t.true(err?.message.includes(rundir), err?.message);
+    t.regex(err?.message ?? '', /symbolic link/);
+    t.true(err?.message.includes(`uid ${OTHER_UID}`), err?.message);
+  }
+});
+
+test('checkRundir does not create a missing run directory and says it does not exist', (t) => {
+  const rundir = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
+  const err = t.throws(() => checkRundir(rundir), unusable);
+  t.true(err?.message.includes(rundir), err?.message);
+  t.regex(err?.message ?? '', /does not exist/);
+  t.is((err?.cause as NodeJS.ErrnoException | undefined)?.code, 'ENOENT');
+  t.false(existsSync(rundir));
+});
+
+test('checkRundir on a regular file fails with IPC_ERR_RUNDIR_UNUSABLE (ENOTDIR)', (t) => {
+  const file = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
+  writeFileSync(file, 'x');
+  chmodSync(file, 0o700);
+  const err = t.throws(() => checkRundir(file), unusable);
+  t.true(err?.message.includes(file));
+  t.regex(err?.message ?? '', /ENOTDIR/);
+});
+
+test('ensureRundir through a missing parent whose name is a dangling symbolic link fails clearly', (t) => {
+  const base = tempDirSync(t, 'libipc-rundir-');
+  symlinkSync(path.join(base, 'nowhere'), path.join(base, 'dangling'));
+  const rundir = path.join(base, 'dangling', 'run');
+  const err = t.throws(() => ensureRundir(rundir), unusable);
+  t.true(err?.message.includes(rundir), err?.message);
+  t.false(existsSync(path.join(base, 'nowhere')));
+});
+
+// Wired where the library makes or uses a run directory.
+
+test('Context.serve and Context.connect refuse a run directory anyone may write', async (t) => {
+  const rundir = dirWithMode(t, 0o777);
+  const ctx = new Context({ rundir });
+  t.teardown(() => ctx.closeAll());
+  const serving = await t.throwsAsync(ctx.serve('pong'), unusable);
+  t.true(serving?.message.includes(rundir));
+  t.false(existsSync(path.join(rundir, 'pong')));
+  const connecting = await t.throwsAsync(ctx.connect('pong'), unusable);
+  t.true(connecting?.message.includes(rundir));
+});
+
+test('Context.connect refuses a run directory of another user before connecting', async (t) => {
+  const rundir = dirWithMode(t, 0o770);
+  chownSync(rundir, OTHER_UID, OTHER_UID);
+  const ctx = new Context({ rundir });
+  t.teardown(() => ctx.closeAll());
+  const err = await t.throwsAsync(ctx.connect('pong'), unusable);
+  t.true(err?.message.includes(`uid ${OTHER_UID}`), err?.message);
+});
+
+test('Context.connect with a run directory that does not exist yet reports the service unavailable, and checks it once it exists', async (t) => {
+  const rundir = path.join(tempDirSync(t, 'libipc-rundir-'), 'run');
+  const ctx = new Context({ rundir });
+  t.teardown(() => ctx.closeAll());
+  await t.throwsAsync(ctx.connect('pong'), { instanceOf: IpcError, code: ErrorCode.SERVICE_UNAVAILABLE });
+  t.false(existsSync(rundir), 'connecting creates nothing');
+  mkdirSync(rundir);
+  chmodSync(rundir, 0o777);
+  await t.throwsAsync(ctx.connect('pong'), unusable);
 });

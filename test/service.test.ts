@@ -1,11 +1,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { serveService, type ServeOptions, type ServiceServer } from '../src/service.js';
-import { connectService } from '../src/client.js';
+import { connectService, connectServicePath } from '../src/client.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
 import { WAIT, within } from './helpers/wait.js';
 import { tempDirSync } from './helpers/rundir.js';
@@ -258,6 +258,94 @@ test('a directory at the service path fails with IPC_ERR_SERVICE_IN_USE and is l
   t.is(readFileSync(path.join(dir, 'inside'), 'utf8'), 'x');
 });
 
+// Symbolic links at the service path (defect 6b): a link would send clients, or a
+// restarting server's liveness probe and unlink, to a socket anywhere.
+
+/** Serves an echo at `<elsewhere>/target` and links `$RUNDIR/<name>` to it; counts its connections. */
+async function linkedService(t: ExecutionContext, rundir: string, name: string): Promise<{ link: string; target: string; connections: () => number }> {
+  const elsewhere = tempDirSync(t, 'libipc-elsewhere-');
+  let connections = 0;
+  const target = await serveService('target', {
+    rundir: elsewhere,
+    onConnection(socket) {
+      // Counted and dropped: a regression must not leave a connection holding close() open.
+      connections++;
+      socket.destroy();
+    },
+  });
+  t.teardown(() => target.close());
+  const link = path.join(rundir, name);
+  symlinkSync(target.path, link);
+  return { link, target: target.path, connections: () => connections };
+}
+
+test('serveService refuses a symbolic link at the service path, to a live socket, and leaves link and target alone', async (t) => {
+  const rundir = tempDirSync(t, 'libipc-service-');
+  const { link, target, connections } = await linkedService(t, rundir, 'pong');
+  const err = await t.throwsAsync(serveService('pong', { rundir }), { instanceOf: IpcError, code: ErrorCode.SERVICE_IN_USE });
+  t.true(err?.message.includes(link), err?.message);
+  t.regex(err?.message ?? '', /symbolic link/);
+  t.is(readlinkSync(link), target);
+  t.true(lstatSync(target).isSocket());
+  t.is(connections(), 0, 'no liveness probe went through the link');
+});
+
+test('serveService refuses a symbolic link to a stale socket or to nothing, and unlinks neither', async (t) => {
+  const rundir = tempDirSync(t, 'libipc-service-');
+  const elsewhere = tempDirSync(t, 'libipc-elsewhere-');
+  const stale = path.join(elsewhere, 'stale');
+  await staleSocket(t, stale);
+  symlinkSync(stale, path.join(rundir, 'stale'));
+  symlinkSync(path.join(elsewhere, 'nothing'), path.join(rundir, 'dangling'));
+  for (const name of ['stale', 'dangling']) {
+    const err = await t.throwsAsync(serveService(name, { rundir }), { instanceOf: IpcError, code: ErrorCode.SERVICE_IN_USE });
+    t.regex(err?.message ?? '', /symbolic link/);
+    t.true(lstatSync(path.join(rundir, name)).isSymbolicLink(), `${name}: the link is left`);
+  }
+  t.true(lstatSync(stale).isSocket(), 'the stale socket the link points to is left');
+  t.false(existsSync(path.join(elsewhere, 'nothing')), 'nothing was bound through the dangling link');
+});
+
+test('connectService does not follow a symbolic link at $RUNDIR/<name>: IPC_ERR_SERVICE_UNAVAILABLE saying so', async (t) => {
+  const rundir = tempDirSync(t, 'libipc-service-');
+  const { link, connections } = await linkedService(t, rundir, 'pong');
+  const err = await t.throwsAsync(connectService('pong', { rundir }), { instanceOf: IpcError, code: ErrorCode.SERVICE_UNAVAILABLE });
+  t.true(err?.message.includes("'pong'"), err?.message);
+  t.true(err?.message.includes(link), err?.message);
+  t.regex(err?.message ?? '', /symbolic link/);
+  t.regex(err?.message ?? '', /not followed/);
+  const direct = await t.throwsAsync(connectServicePath('pong', link), { instanceOf: IpcError, code: ErrorCode.SERVICE_UNAVAILABLE });
+  t.regex(direct?.message ?? '', /not followed/);
+  t.is(connections(), 0, 'the linked socket never saw a connection');
+});
+
+test('connectService in a run directory reached through a symbolic link still connects', async (t) => {
+  // Only the service name is not followed: /var/run -> /run style run directories work.
+  const base = tempDirSync(t, 'libipc-service-');
+  const real = path.join(base, 'real');
+  const served = await serveEcho(t, 'pong', real);
+  symlinkSync(real, path.join(base, 'link'));
+  const socket = await connectService('pong', { rundir: path.join(base, 'link') });
+  t.teardown(() => socket.destroy());
+  const echoed = once(socket, 'data');
+  socket.write('through a linked run directory');
+  t.is(((await within(echoed, 'the echo'))[0] as Buffer).toString(), 'through a linked run directory');
+  t.true(lstatSync(served.path).isSocket());
+});
+
+// The run directory's owner and mode (defect 6a)
+
+test('serveService refuses an existing run directory anyone may write, creating nothing in it', async (t) => {
+  const rundir = path.join(tempDirSync(t, 'libipc-service-'), 'run');
+  mkdirSync(rundir);
+  chmodSync(rundir, 0o1777);
+  const err = await t.throwsAsync(serveService('pong', { rundir }), { instanceOf: IpcError, code: ErrorCode.RUNDIR_UNUSABLE });
+  t.true(err?.message.includes(rundir), err?.message);
+  t.true(err?.message.includes('mode 1777'), err?.message);
+  t.deepEqual(readdirSync(rundir), []);
+  t.is(modeOf(rundir), 0o1777);
+});
+
 // Closing
 
 test('close() removes the socket file, is idempotent, and the name can be served again', async (t) => {
@@ -348,8 +436,9 @@ test('a socket path too long for sun_path fails with a coded error and leaves no
   let out = '';
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   const exited = once(proc, 'exit');
-  // With nothing left listening the child's event loop empties and it exits by itself.
-  const exitedByItself = await within(exited, 'the child', 4000).then(
+  // With nothing left listening the child's event loop empties and it exits by itself
+  // (bounded by WAIT: tsx startup alone takes seconds on a loaded machine).
+  const exitedByItself = await within(exited, 'the child', WAIT).then(
     () => true,
     () => false,
   );
