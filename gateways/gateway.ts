@@ -11,7 +11,7 @@
 import net from 'node:net';
 import { connectService, connectServicePath } from '../src/client.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
-import { serviceNameProblem, servicePath } from '../src/rundir.js';
+import { ensureRundir, serviceNameProblem, servicePath } from '../src/rundir.js';
 import { SocketEndpoint, Switch, type Endpoint, type SwitchSummary } from '../src/switch.js';
 import type { DirectReader } from '../src/direct-read.js';
 import type { Logger } from '../src/log.js';
@@ -282,6 +282,9 @@ export class Gateway {
   /** Starts the parts and the outbound service, then binds every listen address. */
   async listen(): Promise<net.AddressInfo[]> {
     const { options, logger } = this.core;
+    // An unsafe run directory (others may write it, another user owns it) is refused
+    // before anything is served; a missing one is made with safe permissions.
+    ensureRundir(options.rundir);
     // The outbound service first: a gateway that cannot serve it (name in use) fails
     // before logging `listening` for its ports.
     await this.outbound?.start();

@@ -20,6 +20,7 @@ import { parseLookup, parseTarget, routeFor } from '../src/network.js';
 import { resolveRundir, serviceNameProblem, servicePath } from '../src/rundir.js';
 import { serveService, type ServiceServer } from '../src/service.js';
 import { descriptorOf, handOverSocket } from '../src/fdpass.js';
+import { isSymbolicLink } from '../src/client.js';
 import { silentLogger, type Logger } from '../src/log.js';
 
 /** The framed `ok` a gateway answers once its remote side is switched. */
@@ -195,6 +196,10 @@ class Lookup {
     const parsed = parseTarget(route);
     const name = parsed.scheme === 'unix' && 'name' in parsed ? parsed.name : parsed.scheme;
     const socketPath = servicePath(name, this.rundir);
+    // As every service connection: a name in $RUNDIR that is a symbolic link is not followed.
+    if (isSymbolicLink(socketPath)) {
+      throw ipcError(ErrorCode.SERVICE_UNAVAILABLE, `${socketPath} is a symbolic link, which is not followed`);
+    }
     const upstream = parsed.scheme === 'unix' ? connectLocalService(socketPath) : connectLocalGateway(socketPath, parsed.uri);
     this.pending.hold(upstream);
     upstream.ready.then(

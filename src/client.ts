@@ -72,7 +72,7 @@ export function connectServicePath(name: string, socketPath: string, options: Co
 }
 
 /** True when `file` is a symbolic link; other lstat failures are left to connect to report. */
-function isSymbolicLink(file: string): boolean {
+export function isSymbolicLink(file: string): boolean {
   try {
     return lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink() === true;
   } catch {

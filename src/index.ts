@@ -4,7 +4,7 @@
  */
 export { ErrorCode, IpcError, hasCode, type ErrorCodeValue } from './errors.js';
 export { DEFAULT_MAX_PAYLOAD, HEADER_SIZE, FrameDecoder, FrameTracker, encodeFrame, encodeHeader } from './frame.js';
-export { DEFAULT_RUNDIR, MAX_SERVICE_NAME_LENGTH, assertServiceName, ensureRundir, resolveRundir, serviceNameProblem, servicePath } from './rundir.js';
+export { DEFAULT_RUNDIR, MAX_SERVICE_NAME_LENGTH, assertServiceName, checkRundir, ensureRundir, resolveRundir, serviceNameProblem, servicePath } from './rundir.js';
 export { serveService, type ServeOptions, type ServiceServer } from './service.js';
 export { connectIpc, connectService, type ConnectIpcOptions, type ConnectOptions } from './client.js';
 export { Connection, ConnectionKind, Context, EventType, type ContextOptions, type IpcEvent } from './context.js';
