@@ -450,17 +450,18 @@ test.serial(`${CHURN} connect/upgrade/echo/close cycles leave nothing behind`, a
 });
 
 // 33: the service dies mid-stream.
-let killedPeers: string[] = [];
+let idlePeer = '';
 test.serial('a service killed mid-stream closes its clients with 1011 or 1001, each logged', async (t) => {
   const mark = ws.daemon.log.lines.length;
-  const clients = await Promise.all(Array.from({ length: 5 }, () => fresh(t, ws, 'victim')));
+  const clients = await Promise.all(Array.from({ length: 6 }, () => fresh(t, ws, 'victim')));
   for (const c of clients) t.is((await c.echo('alive')).data.toString(), 'alive');
-  // Messages in flight when it dies.
-  for (const c of clients) for (let i = 0; i < 200; i++) c.ws.send(Buffer.alloc(MAX_PAYLOAD, i));
+  // Messages in flight when it dies, on all but the last client (idle: nothing pending,
+  // so its service socket ends with a clean EOF).
+  for (const c of clients.slice(0, -1)) for (let i = 0; i < 200; i++) c.ws.send(Buffer.alloc(MAX_PAYLOAD, i));
   victim.kill('SIGKILL');
   const closes = await Promise.all(clients.map((c) => c.waitClosed()));
   for (const c of closes) t.true([1001, 1011].includes(c.code), `close code ${c.code}`);
-  killedPeers = clients.map((c) => c.peer);
+  idlePeer = clients.at(-1)!.peer;
   await afterBatch(
     t,
     ws,
@@ -470,15 +471,15 @@ test.serial('a service killed mid-stream closes its clients with 1011 or 1001, e
   );
 });
 
-// Defect found by this suite (not in issue 8's list): when the service dies, wsd sends
-// 1001, the client answers the close, and the teardown line says `endedBy: 'client',
-// reason: 'client closed'` with no code (src/switch.ts transportClosed: the client's
-// input never "ended"). The line must name the service (endedBy 'service') or carry a
-// code. Flip to test.serial() once fixed.
-test.serial.failing('the clients of a killed service are logged as ended by the service, or with a code', (t) => {
-  t.is(killedPeers.length, 5, 'the previous test ran');
-  for (const peer of killedPeers) {
-    const line = endings.get(peer)!;
-    t.true(line['endedBy'] === 'service' || typeof codeOf(line) === 'string', JSON.stringify(line));
-  }
+// Defect found by this suite (not in issue 8's list): when the service ends (here the
+// idle client's, killed: clean EOF), wsd sends 1001, the client answers the close, and the
+// teardown line says `endedBy: 'client', reason: 'client closed'` with no code
+// (src/switch.ts transportClosed: the client's input never "ended"). The line must name
+// the service (endedBy 'service') or carry a code. (Clients with messages in flight may
+// get a code from a write error instead: racy, so only the idle one is checked.)
+// Flip to test.serial() once fixed.
+test.serial.failing('the idle client of a killed service is logged as ended by the service, or with a code', (t) => {
+  const line = endings.get(idlePeer);
+  t.truthy(line, 'the previous test saw the line');
+  t.true(line!['endedBy'] === 'service' || typeof codeOf(line!) === 'string', JSON.stringify(line));
 });
