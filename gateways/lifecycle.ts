@@ -225,8 +225,14 @@ export class PendingConnection implements Tracked {
     if (response) sendAndClose(response.socket, response.bytes);
     // Outer layers first (a TLS socket before the socket under it: destroying the
     // socket under a live TLS socket first can crash Node).
-    for (let i = held.length - 1; i >= 0; i--) {
-      if (held[i] !== response?.socket) held[i]!.destroy();
+    // What lies under the response socket (the raw socket under a TLS socket) stays
+    // until the response socket closed: cutting it now would reset the response away.
+    const at = response ? held.indexOf(response.socket) : -1;
+    for (let i = held.length - 1; i > at; i--) held[i]!.destroy();
+    if (at > 0) {
+      response!.socket.once('close', () => {
+        for (let i = at - 1; i >= 0; i--) held[i]!.destroy();
+      });
     }
     this.report(this, asHandshakeError(err), extra);
   }

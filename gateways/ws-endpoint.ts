@@ -10,7 +10,7 @@ import { isUtf8 } from 'node:buffer';
 import type { WebSocket } from 'ws';
 import { FrameDecoder, encodeFrame } from '../src/frame.js';
 import { Endpoint, Outcome, type Forward, type Switch, type SwitchResult } from '../src/switch.js';
-import { ErrorCode, IpcError } from '../src/errors.js';
+import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
 
 /** Close codes used by the gateway. */
 export const CloseCode = {
@@ -20,6 +20,9 @@ export const CloseCode = {
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
 } as const;
+
+/** The close code ws reports when no close frame was received (RFC 6455 §7.1.5). */
+const ABNORMAL_CLOSURE = 1006;
 
 /** Time a closing handshake may take before the socket is cut (ms). */
 const CLOSE_GRACE_MS = 2000;
@@ -151,7 +154,12 @@ export class WebSocketEndpoint extends Endpoint {
       endpoint.bytesIn += data.length;
       owner.input(endpoint, data);
     });
-    ws.on('close', function wsOnClose() {
+    ws.on('close', function wsOnClose(code: number) {
+      // No close frame came (1006): the peer reset or cut the connection, maybe mid-frame.
+      if (code === ABNORMAL_CLOSURE) {
+        owner.fail(endpoint, ipcError(ErrorCode.CONNECTION_LOST, `${endpoint.role} connection lost without a closing handshake`));
+        return;
+      }
       // A closed WebSocket can take no reply: not a half-close, the switch ends now (the
       // service still gets what was already sent to it).
       owner.transportClosed(endpoint);

@@ -76,6 +76,8 @@ class WsUpgrades implements GatewayPart {
   private readonly wss: WebSocketServer;
   /** The owner of each socket fed to the HTTP server, until its upgrade. */
   private readonly pending = new WeakMap<Duplex, PendingConnection>();
+  /** The close listener of each pending socket, removed once it is switched. */
+  private readonly closeListeners = new WeakMap<Duplex, () => void>();
   /** Whether each client answered the last ping, and its connection info for logs. */
   private readonly alive = new WeakMap<WebSocket, { answered: boolean; info: ConnectionInfo }>();
   private pingTimer: NodeJS.Timeout | null = null;
@@ -98,10 +100,12 @@ class WsUpgrades implements GatewayPart {
     pending.onExpire = () => this.endPageConnection(socket, pending);
     // A client that leaves before upgrading ends its pending state; after only page
     // requests, that is an ordinary end of an HTTP connection, not a refusal.
-    socket.once('close', () => {
-      if (pending.info['requests']) pending.handOver();
+    const onClose = () => {
+      if (pending.info['requests']) pending.end();
       else pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed before its WebSocket upgrade'));
-    });
+    };
+    socket.once('close', onClose);
+    this.closeListeners.set(socket, onClose);
     // A TLS step may have paused the socket.
     socket.resume();
     this.http.emit('connection', socket);
@@ -150,7 +154,11 @@ class WsUpgrades implements GatewayPart {
     }
     const dir = this.core.options.staticDir;
     if (dir === null) {
-      res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('WebSocket upgrade required\n');
+      // No page: a plain request is a refused connection like any other (logged, coded).
+      const refusal = ipcError(ErrorCode.HANDSHAKE_REFUSED, 'plain HTTP request: WebSocket upgrade required (no page served)');
+      res.writeHead(426, { 'content-type': 'text/plain', connection: 'close', upgrade: 'websocket' }).end(`${refusal.code}: WebSocket upgrade required\n`);
+      // After the response is queued: the refusal's half-close then follows it.
+      if (pending && !pending.settled) pending.refuse(refusal, { status: 426, path: req.url }, { socket: req.socket, bytes: '' });
       return;
     }
     serveStatic(dir, req, res);
@@ -228,6 +236,10 @@ class WsUpgrades implements GatewayPart {
     this.core.connectTarget(target, pending).then(
       (upstream) => {
         if (upstream === null) return; // refused meanwhile (client gone, deadline, shutdown)
+        if (socket.destroyed || !socket.readable || !socket.writable) {
+          pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client left before its upgrade was answered'));
+          return;
+        }
         // ws validates the handshake (version, Sec-WebSocket-Key) and answers 400 itself;
         // with noServer and no verifyClient, its callback runs synchronously.
         let upgraded = false;
@@ -248,7 +260,12 @@ class WsUpgrades implements GatewayPart {
     const { options } = this.core;
     const client = new WebSocketEndpoint(ws, socket, options.maxPayload, options.text, info.peer);
     if (this.core.bridge(pending, service, client, this.core.serviceEndpoint(upstream), info) === null) return;
+    // Nothing of the handshake stays with a switched connection (idle memory).
     this.pending.delete(socket);
+    const onClose = this.closeListeners.get(socket);
+    if (onClose) socket.off('close', onClose);
+    this.closeListeners.delete(socket);
+    this.pages.delete(socket);
     this.alive.set(ws, { answered: true, info });
     ws.on('pong', () => {
       const state = this.alive.get(ws);

@@ -35,6 +35,8 @@ export const ErrorCode = {
   SHUTDOWN: 'IPC_ERR_SHUTDOWN',
   /** A connection was idle for longer than its idle timeout. */
   IDLE_TIMEOUT: 'IPC_ERR_IDLE_TIMEOUT',
+  /** A WebSocket peer's connection ended without its closing handshake (reset, or cut mid-frame). */
+  CONNECTION_LOST: 'IPC_ERR_CONNECTION_LOST',
   /** Passing or receiving a file descriptor failed. */
   FD_PASSING: 'IPC_ERR_FD_PASSING',
 } as const;

@@ -336,8 +336,11 @@ export class Switch {
     if (this.over) return;
     const other = from === this.client ? this.service : this.client;
     if (!from.inputEnded) {
-      // Closed without a clean end of input (reset, or destroyed): nothing more can pass.
-      this.teardown(from, undefined, `${from.role} closed`);
+      // Closed without a clean end of input: nothing more can pass. When the other side
+      // ended first, this close is its consequence (a WebSocket has no half-close: the
+      // service's end closes the client), so the end is the other side's.
+      const by = this.firstEnd !== null && this.firstEnd !== from ? this.firstEnd : from;
+      this.teardown(by, undefined, `${by.role} closed`);
     } else if (other.closed) {
       this.finish();
     }

@@ -372,14 +372,14 @@ test.serial('a reset in the middle of a frame is torn down and logged', async (t
 // Defect found by this suite (not in issue 8's list): the reset above is logged as an
 // ordinary `reason: 'client closed'` with no code (docs/errors.md: IPC_ERR_TRUNCATED_FRAME,
 // "the stream ended inside a frame", or the socket's ECONNRESET). Flip to test.serial() once fixed.
-test.serial.failing('the reset in the middle of a frame is logged with a code', (t) => {
+test.serial('the reset in the middle of a frame is logged with a code', (t) => {
   const line = endings.get(resetPeer);
   t.truthy(line, 'the previous test saw the line');
   t.regex(String(codeOf(line!)), /^(IPC_ERR_|WS_ERR_|E[A-Z]+$)/, JSON.stringify(line));
 });
 
 // 26: issue 8 defect 3: flip to test.serial() once fixed.
-test.serial.failing('slowloris after a page request on the same keep-alive connection is cut by the handshake deadline', async (t) => {
+test.serial('slowloris after a page request on the same keep-alive connection is cut by the handshake deadline', async (t) => {
   const mark = ws.daemon.log.lines.length;
   const socket = await connectRaw(ws.port);
   t.teardown(() => socket.destroy());
@@ -478,7 +478,7 @@ test.serial('a service killed mid-stream closes its clients with 1011 or 1001, e
 // the service (endedBy 'service') or carry a code. (Clients with messages in flight may
 // get a code from a write error instead: racy, so only the idle one is checked.)
 // Flip to test.serial() once fixed.
-test.serial.failing('the idle client of a killed service is logged as ended by the service, or with a code', (t) => {
+test.serial('the idle client of a killed service is logged as ended by the service, or with a code', (t) => {
   const line = endings.get(idlePeer);
   t.truthy(line, 'the previous test saw the line');
   t.true(line!['endedBy'] === 'service' || typeof codeOf(line!) === 'string', JSON.stringify(line));

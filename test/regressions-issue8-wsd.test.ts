@@ -54,7 +54,7 @@ async function afterPage(t: ExecutionContext, port: number): Promise<net.Socket>
 }
 
 // issue 8 defect 3: flip to test() once fixed.
-test.failing('3: slowloris after a page request is cut by --handshake-timeout (counted from accept)', async (t) => {
+test('3: slowloris after a page request is cut by --handshake-timeout (counted from accept)', async (t) => {
   await limited(async () => {
     const { wsd } = await setup(t, ['--allow', 'pong', '--handshake-timeout', '2000']);
     const socket = await afterPage(t, wsd.port);
@@ -69,7 +69,7 @@ test.failing('3: slowloris after a page request is cut by --handshake-timeout (c
 });
 
 // issue 8 defect 3: flip to test() once fixed.
-test.failing('3: with --max-connections 20, twenty slowloris-after-page clients past their deadline do not block a new upgrade', async (t) => {
+test('3: with --max-connections 20, twenty slowloris-after-page clients past their deadline do not block a new upgrade', async (t) => {
   await limited(async () => {
     const { wsd } = await setup(t, ['--allow', 'pong', '--handshake-timeout', '2000', '--max-connections', '20']);
     const sockets = await Promise.all(Array.from({ length: 20 }, () => afterPage(t, wsd.port)));
@@ -85,7 +85,7 @@ test.failing('3: with --max-connections 20, twenty slowloris-after-page clients 
 });
 
 // issue 8 defect 2: flip to test() once fixed.
-test.failing('2: SIGTERM: a client connected before the signal that upgrades after it does not hold wsd past --drain-timeout', async (t) => {
+test('2: SIGTERM: a client connected before the signal that upgrades after it does not hold wsd past --drain-timeout', async (t) => {
   await limited(async () => {
     const { wsd } = await setup(t, ['--allow', 'pong', '--drain-timeout', '1000']);
     const socket = await connectRaw(wsd.port);
@@ -105,7 +105,7 @@ test.failing('2: SIGTERM: a client connected before the signal that upgrades aft
 });
 
 // issue 8 defect 7: flip to test() once fixed.
-test.failing('7: the 404 of a service not running names the code and the service, not the socket path or errno', async (t) => {
+test('7: the 404 of a service not running names the code and the service, not the socket path or errno', async (t) => {
   await limited(async () => {
     const { rundir, wsd } = await setup(t, ['--allow', 'pong,nosuch'], false);
     const socket = await connectRaw(wsd.port);
@@ -198,7 +198,7 @@ test('9: refusals 400 (bad upgrade, clientError), 403 (not allowed, origin) and 
 });
 
 // issue 8 defect 9: flip to test() once fixed.
-test.failing('9: the 426 of a plain request with --no-static logs a code', async (t) => {
+test('9: the 426 of a plain request with --no-static logs a code', async (t) => {
   await limited(async () => {
     const { wsd } = await setup(t, ['--allow', 'pong', '--no-static'], false);
     const socket = await connectRaw(wsd.port);

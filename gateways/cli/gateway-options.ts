@@ -59,7 +59,7 @@ export function gatewayOptionsFrom(
   for (const spec of OPTION_SPECS) {
     if (spec.kinds.includes(kind) && opts[spec.key] !== undefined) input[spec.key] = opts[spec.key];
   }
-  if (input['listen'] === undefined && env['ADDRESS']) input['listen'] = [env['ADDRESS']];
+  if (input['listen'] === undefined && env['ADDRESS'] && opts['outboundOnly'] !== true) input['listen'] = [env['ADDRESS']];
   if (input['name'] === undefined && env['IPC_SERVICE_NAME']) input['name'] = [env['IPC_SERVICE_NAME']];
   if (input['listen'] === undefined && opts['outboundOnly'] !== true) {
     throw new TypeError('give --listen (or set ADDRESS), or --outbound-only');
