@@ -162,11 +162,11 @@ interface Expected {
   /** 'refused': 'connection refused' with this IPC_ERR_ code; 'closed': 'connection closed' with a code (matching, when given). */
   msg: 'connection refused' | 'connection closed';
   code?: string | RegExp;
-  /** False where a known defect leaves the code out (checked by its own test.failing). */
+  /** False where the line rightly has no code (checked by its own test below). */
   coded?: boolean;
 }
 
-/** Ending log lines seen by checkLogs, by peer (the test.failing checks read them). */
+/** Ending log lines seen by checkLogs, by peer (the tests of single cases read them). */
 const endings = new Map<string, LogLine>();
 
 /** (c): each hostile connection's ending log line carries a code. */
@@ -371,14 +371,14 @@ test.serial('a reset in the middle of a frame is torn down and logged', async (t
 
 // Defect found by this suite (not in issue 8's list): the reset above is logged as an
 // ordinary `reason: 'client closed'` with no code (docs/errors.md: IPC_ERR_TRUNCATED_FRAME,
-// "the stream ended inside a frame", or the socket's ECONNRESET). Flip to test.serial() once fixed.
+// "the stream ended inside a frame", or the socket's ECONNRESET). (Fixed: IPC_ERR_CONNECTION_LOST.)
 test.serial('the reset in the middle of a frame is logged with a code', (t) => {
   const line = endings.get(resetPeer);
   t.truthy(line, 'the previous test saw the line');
   t.regex(String(codeOf(line!)), /^(IPC_ERR_|WS_ERR_|E[A-Z]+$)/, JSON.stringify(line));
 });
 
-// 26: issue 8 defect 3: flip to test.serial() once fixed.
+// 26: issue 8 defect 3 (failed before the lifecycle redesign).
 test.serial('slowloris after a page request on the same keep-alive connection is cut by the handshake deadline', async (t) => {
   const mark = ws.daemon.log.lines.length;
   const socket = await connectRaw(ws.port);
@@ -477,7 +477,7 @@ test.serial('a service killed mid-stream closes its clients with 1011 or 1001, e
 // (src/switch.ts transportClosed: the client's input never "ended"). The line must name
 // the service (endedBy 'service') or carry a code. (Clients with messages in flight may
 // get a code from a write error instead: racy, so only the idle one is checked.)
-// Flip to test.serial() once fixed.
+// (Fixed: IPC_ERR_CONNECTION_LOST.)
 test.serial('the idle client of a killed service is logged as ended by the service, or with a code', (t) => {
   const line = endings.get(idlePeer);
   t.truthy(line, 'the previous test saw the line');

@@ -1,7 +1,7 @@
 /**
  * Regression tests for the wsd defects of issue 8 (numbers as in the issue), each on its
  * own wsd spawned from dist/. A test that fails on today's code is `test.failing` with
- * the defect's number: flip it to test() once fixed.
+ * the defect's number; each failed before the lifecycle redesign.
  */
 import test, { type ExecutionContext } from 'ava';
 import { mkdirSync } from 'node:fs';
@@ -53,7 +53,7 @@ async function afterPage(t: ExecutionContext, port: number): Promise<net.Socket>
   return socket;
 }
 
-// issue 8 defect 3: flip to test() once fixed.
+// issue 8 defect 3 (failed before the lifecycle redesign).
 test('3: slowloris after a page request is cut by --handshake-timeout (counted from accept)', async (t) => {
   await limited(async () => {
     const { wsd } = await setup(t, ['--allow', 'pong', '--handshake-timeout', '2000']);
@@ -68,7 +68,7 @@ test('3: slowloris after a page request is cut by --handshake-timeout (counted f
   });
 });
 
-// issue 8 defect 3: flip to test() once fixed.
+// issue 8 defect 3 (failed before the lifecycle redesign).
 test('3: with --max-connections 20, twenty slowloris-after-page clients past their deadline do not block a new upgrade', async (t) => {
   await limited(async () => {
     const { wsd } = await setup(t, ['--allow', 'pong', '--handshake-timeout', '2000', '--max-connections', '20']);
@@ -84,7 +84,7 @@ test('3: with --max-connections 20, twenty slowloris-after-page clients past the
   });
 });
 
-// issue 8 defect 2: flip to test() once fixed.
+// issue 8 defect 2 (failed before the lifecycle redesign).
 test('2: SIGTERM: a client connected before the signal that upgrades after it does not hold wsd past --drain-timeout', async (t) => {
   await limited(async () => {
     const { wsd } = await setup(t, ['--allow', 'pong', '--drain-timeout', '1000']);
@@ -104,7 +104,7 @@ test('2: SIGTERM: a client connected before the signal that upgrades after it do
   });
 });
 
-// issue 8 defect 7: flip to test() once fixed.
+// issue 8 defect 7 (failed before the lifecycle redesign).
 test('7: the 404 of a service not running names the code and the service, not the socket path or errno', async (t) => {
   await limited(async () => {
     const { rundir, wsd } = await setup(t, ['--allow', 'pong,nosuch'], false);
@@ -197,7 +197,7 @@ test('9: refusals 400 (bad upgrade, clientError), 403 (not allowed, origin) and 
   });
 });
 
-// issue 8 defect 9: flip to test() once fixed.
+// issue 8 defect 9 (failed before the lifecycle redesign).
 test('9: the 426 of a plain request with --no-static logs a code', async (t) => {
   await limited(async () => {
     const { wsd } = await setup(t, ['--allow', 'pong', '--no-static'], false);

@@ -1,7 +1,7 @@
 /**
  * Regression tests for the defects issue 8's hostile-client review found in the byte-
- * stream gateways, ipcd and connectIpc. A test that fails on the current code is
- * `test.failing` with the defect's number: flip it to `test` once the defect is fixed.
+ * stream gateways, ipcd and connectIpc. Each failed on the code before the lifecycle
+ * redesign (but the guards noted as such) and passes since.
  */
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
@@ -11,6 +11,9 @@ import path from 'node:path';
 import { connectIpc } from '../src/client.js';
 import { ErrorCode } from '../src/errors.js';
 import { GatewayCore } from '../gateways/gateway.js';
+import { PendingConnection } from '../gateways/lifecycle.js';
+import { normalizeGatewayOptions } from '../gateways/options.js';
+import { IpcError } from '../src/errors.js';
 import { runCli, spawnCli, startPongd, START_TIMEOUT, type Daemon } from './helpers/daemon.js';
 import { HOSTILE_NODE_ARGS, openFds } from './helpers/hostile.js';
 import { bounded, endLines, named, open, verifiedEcho, type Transport } from './helpers/hostile-byte.js';
@@ -26,14 +29,6 @@ import { until } from './helpers/wait.js';
 const slot = limiter(3);
 function rtest(title: string, body: (t: ExecutionContext) => Promise<void>): void {
   test(title, (t) => slot(() => body(t)));
-}
-/**
- * A known defect: `test.failing`. ISSUE8_SHOW_DEFECTS=1 runs them as plain tests, to see
- * how each one fails.
- */
-const failing = process.env['ISSUE8_SHOW_DEFECTS'] ? test : test.failing;
-function rfailing(title: string, body: (t: ExecutionContext) => Promise<void>): void {
-  failing(title, (t) => slot(() => body(t)));
 }
 
 type Gw = 'tcpd' | 'tlsd';
@@ -96,12 +91,8 @@ async function connectAndClose(w: World, cycles: number): Promise<void> {
 }
 
 for (const gw of ['tcpd', 'tlsd'] as const) {
-  // tcpd: a known defect; tlsd passes today (not reproduced with a FIN or a reset right
-  // after the TLS handshake): a guard.
-  const defect1 = gw === 'tcpd' ? rfailing : rtest;
-
-  // issue 8 defect 1 (tcpd): flip to test() once fixed
-  defect1(`defect 1: ${gw} with a fixed target leaks no descriptor for clients that close before the service connect completes`, async (t) => {
+  // Failed on tcpd before the redesign (tlsd did not show it: a guard there).
+  rtest(`defect 1: ${gw} with a fixed target leaks no descriptor for clients that close before the service connect completes`, async (t) => {
     const w = await world(t, gw, ['--service', 'pong']);
     await verifiedEcho(t, w.daemon, w.transport, null);
     const baseline = openFds(w.daemon.pid);
@@ -110,8 +101,7 @@ for (const gw of ['tcpd', 'tlsd'] as const) {
     t.is(openFds(w.daemon.pid), baseline, `${gw}: open descriptors after 300 connect-then-close cycles`);
   });
 
-  // issue 8 defect 1 (tcpd): flip to test() once fixed
-  defect1(`defect 1: ${gw} with a fixed target and --max-connections 50 still serves a client after 60 clients closed before the service connect`, async (t) => {
+  rtest(`defect 1: ${gw} with a fixed target and --max-connections 50 still serves a client after 60 clients closed before the service connect`, async (t) => {
     const w = await world(t, gw, ['--service', 'pong', '--max-connections', '50']);
     await connectAndClose(w, 60);
     await pause(500);
@@ -120,8 +110,7 @@ for (const gw of ['tcpd', 'tlsd'] as const) {
     t.deepEqual(refused, [], 'no client refused for the connection limit');
   });
 
-  // issue 8 defect 2: flip to test() once fixed
-  rfailing(`defect 2: ${gw} exits within its drain timeout after SIGTERM although a client stays connected`, async (t) => {
+    rtest(`defect 2: ${gw} exits within its drain timeout after SIGTERM although a client stays connected`, async (t) => {
     const w = await world(t, gw, ['--allow', '*', '--drain-timeout', '1000', '--handshake-timeout', '60000']);
     const conn = await open(t, w.transport);
     await pause(100);
@@ -135,14 +124,14 @@ for (const gw of ['tcpd', 'tlsd'] as const) {
     t.log(`exited ${Date.now() - stopped} ms after SIGTERM`);
   });
 
-  // issue 8 defect 4: flip to test() once fixed
-  rfailing(`defect 4: ${gw} serves a client whose FIN comes right after a valid name (same tick)`, async (t) => {
+    rtest(`defect 4: ${gw} serves a client whose FIN comes right after a valid name (same tick)`, async (t) => {
     const w = await world(t, gw, ['--allow', '*']);
     const conn = await open(t, w.transport);
     void conn.write(Buffer.from('pong'));
     conn.endWrite();
     await conn.expect(Buffer.from('ok'));
     await conn.expectEnd();
+    t.pass();
   });
 
   // Passes today (the frame's bytes share the read with the name): kept as a guard.
@@ -167,24 +156,23 @@ rtest("defect 9: tcpd's refusal at --max-connections carries a code", async (t) 
   holder.destroy();
 });
 
-// issue 8 defect 9: flip to test() once fixed
-failing("defect 9: a gateway's admission refusal while closing carries a code", async (t) => {
+test("defect 9: a gateway's admission refusal while closing carries a code", async (t) => {
   // In process: over TCP the listener is closed with close(), so the race that reaches
   // admit() while closing cannot be aimed at from outside.
   const { logger, sink } = captureLogger();
-  const core = new GatewayCore({ allow: '*', logger, drainTimeout: 60_000 });
-  const live = { close: () => undefined };
-  const untrack = core.track(live); // a connection still draining
+  const core = new GatewayCore(normalizeGatewayOptions('tcp', { allow: '*', logger, drainTimeout: 60_000 }));
+  const draining = core.admit('127.0.0.1:1'); // a connection still draining
+  t.true(draining instanceof PendingConnection);
   void core.close();
-  t.is(core.admit('127.0.0.1:1'), null, 'no client admitted while closing');
-  untrack();
+  const refused = core.admit('127.0.0.1:2');
+  t.true(refused instanceof IpcError, 'no client admitted while closing');
+  (draining as PendingConnection).handOver();
   const line = sink.lines.find((l) => l.msg === 'connection refused');
   t.truthy(line, 'the refusal is logged');
   t.is(typeof line?.['code'], 'string', `a code on ${JSON.stringify(line)}`);
 });
 
-// issue 8 defect 9: flip to test() once fixed
-rfailing("defect 9: ipcd's refusal at --max-lookups carries a code", async (t) => {
+rtest("defect 9: ipcd's refusal at --max-lookups carries a code", async (t) => {
   const dir = await tempDir(t, 'reg8-');
   const rundir = path.join(dir, 'run');
   const ipcd = spawnCli(t, 'ipcd', ['--max-lookups', '1', '--lookup-timeout', '20000'], { env: { RUNDIR: rundir } });
@@ -199,8 +187,7 @@ rfailing("defect 9: ipcd's refusal at --max-lookups carries a code", async (t) =
   stuck.destroy();
 });
 
-// issue 8 defect 10a: flip to test() once fixed
-rfailing('defect 10a: connectIpc bounds the wait for a lookup slot by lookupTimeout too', async (t) => {
+rtest('defect 10a: connectIpc bounds the wait for a lookup slot by lookupTimeout too', async (t) => {
   const dir = await tempDir(t, 'reg8-');
   const rundir = path.join(dir, 'run');
   // A fake ipcd that accepts and never answers.
@@ -284,8 +271,7 @@ rtest('defect 4 (control): a FIN well after a valid name is a half-close: ok, th
   t.pass();
 });
 
-// issue 8 defect 10c: flip to test() once fixed
-rfailing('defect 10c: a TlsGateway with watchCerts whose listen() failed keeps no handle alive (its process ends by itself)', async (t) => {
+rtest('defect 10c: a TlsGateway with watchCerts whose listen() failed keeps no handle alive (its process ends by itself)', async (t) => {
   const dir = await tempDir(t, 'reg8-');
   const material = makeMaterial(dir);
   const busy = net.createServer();
@@ -294,10 +280,10 @@ rfailing('defect 10c: a TlsGateway with watchCerts whose listen() failed keeps n
   const { port } = busy.address() as net.AddressInfo;
   // An embedding program: it catches the listen error and returns, without process.exit.
   const program = `
-    import { TlsGateway } from ${JSON.stringify(path.resolve('gateways/tls.ts'))};
-    const gateway = new TlsGateway({ service: 'pong', rundir: ${JSON.stringify(path.join(dir, 'run'))},
+    import { createTlsGateway } from ${JSON.stringify(path.resolve('gateways/tls.ts'))};
+    const gateway = createTlsGateway({ service: 'pong', rundir: ${JSON.stringify(path.join(dir, 'run'))},
       listen: [{ host: '127.0.0.1', port: ${port} }], watchCerts: true,
-      tls: { cert: ${JSON.stringify(material.files.cert)}, key: ${JSON.stringify(material.files.key)} } });
+      cert: ${JSON.stringify(material.files.cert)}, key: ${JSON.stringify(material.files.key)} });
     try { await gateway.listen(); } catch (err) { console.log('listen failed: ' + err.code); }
   `;
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', program], { stdio: ['ignore', 'pipe', 'pipe'] });
