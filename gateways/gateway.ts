@@ -287,7 +287,7 @@ export class Gateway {
     ensureRundir(options.rundir);
     // The outbound service first: a gateway that cannot serve it (name in use) fails
     // before logging `listening` for its ports.
-    await this.outbound?.start();
+    await this.outbound?.start(options.outboundRequired);
     for (const part of this.parts) part.start();
     try {
       this.servers = await bindAll(options.listen, () => net.createServer({ allowHalfOpen: true, noDelay: true }, this.accept), {

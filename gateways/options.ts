@@ -135,6 +135,8 @@ export interface GatewayOptions {
   readonly backlog: number;
   /** Outbound Unix services served (empty: none). */
   readonly outboundNames: readonly string[];
+  /** The outbound names were asked for (--name, --outbound-only): one in use is an error, not a warning. */
+  readonly outboundRequired: boolean;
   readonly outboundSchemes: readonly string[];
   readonly outboundCa: string | undefined;
   readonly tls: TlsServerSettings | undefined;
@@ -314,6 +316,7 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
     directRead: values['directRead'] === true,
     backlog: integer('backlog', 511),
     outboundNames: outbound ? (name?.length ? name : [...OUTBOUND_SCHEMES[kind]]) : [],
+    outboundRequired: outboundOnly || !!name?.length,
     outboundSchemes: OUTBOUND_SCHEMES[kind],
     outboundCa: values['outboundCa'] as string | undefined,
     tls: tlsSettings,

@@ -15,7 +15,7 @@ import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { WebSocket } from 'ws';
 import { HEADER_SIZE, encodeFrame } from '../src/frame.js';
-import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
+import { ErrorCode, IpcError, hasCode, ipcError } from '../src/errors.js';
 import { parseTarget, type Target } from '../src/network.js';
 import { serveService, type ServiceServer } from '../src/service.js';
 import { SocketEndpoint, type Endpoint } from '../src/switch.js';
@@ -53,14 +53,32 @@ export class OutboundService {
     this.ca = options.ca ? readFileSync(options.ca) : undefined;
   }
 
-  /** Starts serving every name. @throws IpcError as serveService (name in use...). */
-  async start(): Promise<void> {
+  /**
+   * Starts serving every name. A name another process already serves is skipped with a
+   * warning when `required` is false (the gateway kind's default names: several gateways
+   * share one $RUNDIR); when the names were asked for explicitly it is an error.
+   * @throws IpcError as serveService (name in use, run directory unusable...).
+   */
+  async start(required = true): Promise<void> {
     for (const name of this.options.names) {
-      const served = await serveService(name, {
-        rundir: this.core.options.rundir,
-        allowHalfOpen: true,
-        onConnection: (socket) => this.onLocalClient(socket, name),
-      });
+      let served: ServiceServer;
+      try {
+        served = await serveService(name, {
+          rundir: this.core.options.rundir,
+          allowHalfOpen: true,
+          onConnection: (socket) => this.onLocalClient(socket, name),
+        });
+      } catch (err) {
+        if (required || !hasCode(err, ErrorCode.SERVICE_IN_USE)) {
+          await this.close();
+          throw err;
+        }
+        this.core.logger.warn(
+          { service: name, code: err.code, reason: err.message, role: 'outbound' },
+          'outbound service served by another process: running without it (give --name to choose another)',
+        );
+        continue;
+      }
       this.servers.push(served);
       this.core.logger.info({ service: name, path: served.path, transport: 'unix', role: 'outbound' }, 'listening');
     }

@@ -180,18 +180,24 @@ test('tcpd logs listening with its port and outbound path, passes an echo, and e
   t.false(existsSync(path.join(rundir, 'tcp')), 'outbound socket removed');
 });
 
-test('a second tcpd in the same RUNDIR exits 1 naming the tcp service; the first keeps serving; --no-outbound starts', async (t) => {
+test('a second tcpd in the same RUNDIR runs without outbound and says why; with --name tcp it exits 1; the first keeps serving', async (t) => {
   const rundir = await tempRundir(t);
   await startPongd(t, rundir);
   const first = await startTcpd(t, rundir);
   await first.daemon.listening((l) => l['role'] === 'outbound');
-  const second = await runCli(t, 'tcpd', ['--listen', '127.0.0.1:0', '--allow', '*'], { env: { RUNDIR: rundir } });
-  t.is(second.code, 1);
-  t.regex(second.stderr, /'tcp'/);
-  t.true(second.stderr.includes(path.join(rundir, 'tcp')), second.stderr);
+  // The default name is taken: a warning, and the second serves its TCP clients.
+  const second = await startTcpd(t, rundir);
+  const warning = await second.daemon.log.waitFor((l) => l['role'] === 'outbound' && l['code'] === 'IPC_ERR_SERVICE_IN_USE', 10_000, 'the warning');
+  t.is(warning['service'], 'tcp');
+  await probeEcho(await tcpSession(t, second.port));
+  // Asked for by name: the name in use is an error, as before.
+  const named = await runCli(t, 'tcpd', ['--listen', '127.0.0.1:0', '--allow', '*', '--name', 'tcp'], { env: { RUNDIR: rundir } });
+  t.is(named.code, 1);
+  t.regex(named.stderr, /'tcp'/);
+  t.true(named.stderr.includes(path.join(rundir, 'tcp')), named.stderr);
   await probeEcho(await tcpSession(t, first.port));
   t.true(lstatSync(path.join(rundir, 'tcp')).isSocket(), "the first one's outbound socket is untouched");
-  // Inbound only: no outbound service, so no conflict.
+  // Inbound only: no outbound service, so no conflict and no warning.
   const inboundOnly = await startTcpd(t, rundir, ['--listen', '127.0.0.1:0', '--allow', '*', '--no-outbound']);
   await probeEcho(await tcpSession(t, inboundOnly.port));
 });
