@@ -253,9 +253,14 @@ export class Gateway {
         : null;
   }
 
-  /** Bound addresses, once listening. */
+  /** Bound TCP addresses, once listening (`unix:` listeners are in {@link paths}). */
   get addresses(): net.AddressInfo[] {
-    return this.servers.map((s) => s.address() as net.AddressInfo);
+    return this.servers.map((s) => s.address()).filter((a): a is net.AddressInfo => a !== null && typeof a === 'object');
+  }
+
+  /** Bound Unix socket paths, once listening. */
+  get paths(): string[] {
+    return this.servers.map((s) => s.address()).filter((a): a is string => typeof a === 'string');
   }
 
   /** Live client connections. */

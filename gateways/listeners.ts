@@ -2,20 +2,46 @@
  * Binding a gateway's server sockets: one per listen address, each logged as
  * `listening` with its bound address (tests and operators read the port from it).
  */
-import type net from 'node:net';
+import net from 'node:net';
+import { chmod, lstat, unlink } from 'node:fs/promises';
 import { formatAddress } from './gateway.js';
 import type { ListenAddress } from './listen.js';
 import type { Logger } from '../src/log.js';
 
 /** Binds `server` to `address`; rejects with the bind error (EADDRINUSE...). */
-export function bind(server: net.Server, address: ListenAddress, backlog: number): Promise<net.AddressInfo> {
-  return new Promise((resolve, reject) => {
+export async function bind(server: net.Server, address: ListenAddress, backlog: number): Promise<net.AddressInfo | string> {
+  if (address.path !== undefined) await clearStaleSocket(address.path);
+  const bound = await new Promise<net.AddressInfo | string>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host: address.host, port: address.port, backlog }, () => {
+    const where = address.path !== undefined ? { path: address.path } : { host: address.host, port: address.port };
+    server.listen({ ...where, backlog }, () => {
       server.off('error', reject);
-      resolve(server.address() as net.AddressInfo);
+      resolve(server.address() as net.AddressInfo | string);
     });
   });
+  // Owner and group may connect, whatever the umask (as libipc's own sockets).
+  if (address.path !== undefined) await chmod(address.path, 0o660);
+  return bound;
+}
+
+/**
+ * A socket file left at `socketPath` by a process that died is removed; one that a live
+ * process serves, or a file that is not a socket, is refused (never replaced).
+ */
+async function clearStaleSocket(socketPath: string): Promise<void> {
+  const stat = await lstat(socketPath).catch(() => null);
+  if (stat === null) return;
+  if (!stat.isSocket()) throw new Error(`cannot listen on unix:${socketPath}: a file that is not a socket is in the way`);
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path: socketPath });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw new Error(`cannot listen on unix:${socketPath}: another process serves it`);
+  await unlink(socketPath);
 }
 
 /**
@@ -35,7 +61,9 @@ export async function bindAll<S extends net.Server>(
       server.on('error', (err) => options.logger.error({ err }, 'listener error'));
       servers.push(server);
       options.logger.info(
-        { address: formatAddress(bound), port: bound.port, transport: options.transport },
+        typeof bound === 'string'
+          ? { address: `unix:${bound}`, path: bound, transport: options.transport }
+          : { address: formatAddress(bound), port: bound.port, transport: options.transport },
         'listening',
       );
     }

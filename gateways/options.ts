@@ -49,7 +49,7 @@ export const TLS_VERSIONS = ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3'] as const;
 
 /** Every option of every gateway, once. */
 export const OPTION_SPECS: readonly OptionSpec[] = [
-  { key: 'listen', type: 'listen', arg: '<address...>', kinds: ALL, help: 'PORT, HOST:PORT or [V6]:PORT; repeatable (default $ADDRESS)' },
+  { key: 'listen', type: 'listen', arg: '<address...>', kinds: ALL, help: 'PORT, HOST:PORT, [V6]:PORT or unix:/path; repeatable (default $ADDRESS)' },
   { key: 'service', type: 'string', arg: '<name>', kinds: ALL, help: 'fixed target: every client reaches this service' },
   { key: 'allow', type: 'allow', arg: '<names>', kinds: ALL, help: "client-named targets: comma-separated names, or '*' for any valid name" },
   { key: 'rundir', type: 'string', arg: '<dir>', kinds: ALL, help: 'run directory', defaultText: '$RUNDIR or /tmp/.libipc-run/' },
@@ -226,13 +226,13 @@ function toListenAddresses(value: unknown, path: string): ListenAddress[] {
       try {
         return parseListenAddress(item);
       } catch (err) {
-        throw new OptionsError(where, 'PORT, HOST:PORT or [V6]:PORT', item);
+        throw new OptionsError(where, 'PORT, HOST:PORT, [V6]:PORT or unix:/path', item);
       }
     }
     if (item !== null && typeof item === 'object' && typeof (item as ListenAddress).port === 'number') {
-      const { host, port } = item as ListenAddress;
+      const { host, port, path: socketPath } = item as ListenAddress;
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new OptionsError(`${where}.port`, 'a port from 0 to 65535', port);
-      return { host, port };
+      return socketPath === undefined ? { host, port } : { host: undefined, port: 0, path: socketPath };
     }
     throw new OptionsError(where, 'PORT, HOST:PORT or [V6]:PORT', item);
   });
@@ -240,7 +240,7 @@ function toListenAddresses(value: unknown, path: string): ListenAddress[] {
 
 /** Listen addresses written the same way (same host and port) appear once. */
 function addressKey(a: ListenAddress): string {
-  return `${a.host ?? '*'}|${a.port}`;
+  return a.path !== undefined ? `unix:${a.path}` : `${a.host ?? '*'}|${a.port}`;
 }
 
 /**
@@ -266,7 +266,7 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
   const seen = new Set<string>();
   for (const address of listen) {
     const key = addressKey(address);
-    if (seen.has(key)) throw new OptionsError(at('listen'), 'each address once', `${address.host ?? '*'}:${address.port} twice`);
+    if (seen.has(key)) throw new OptionsError(at('listen'), 'each address once', `${key.replace('|', ':')} twice`);
     seen.add(key);
   }
   const outboundOnly = values['outboundOnly'] === true;

@@ -90,7 +90,7 @@ test('the factories refuse bad options with the option name and what was expecte
   const rundir = '/nonexistent-never-created';
   const cases: Array<[() => unknown, RegExp]> = [
     [() => createTcpGateway({ listen: ['127.0.0.1:0'], allow: ['pong'], maxPayload: -1, rundir }), /^maxPayload: expected an integer from 0 to 4294967295, got -1$/],
-    [() => createTcpGateway({ listen: ['127.0.0.1:70000'], allow: ['pong'], rundir }), /^listen\[0\]: expected PORT, HOST:PORT or \[V6\]:PORT/],
+    [() => createTcpGateway({ listen: ['127.0.0.1:70000'], allow: ['pong'], rundir }), /^listen\[0\]: expected PORT, HOST:PORT, \[V6\]:PORT or unix:\/path/],
     [() => createTcpGateway({ listen: ['127.0.0.1:1', '127.0.0.1:1'], allow: ['pong'], rundir }), /^listen: expected each address once/],
     [() => createTcpGateway({ listen: [0], service: 'pong', allow: ['pong'], rundir }), /^allow: expected one of service .* not both/],
     [() => createTcpGateway({ listen: [0], rundir }), /^service: expected service NAME or allow NAMES/],

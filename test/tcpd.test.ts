@@ -5,7 +5,8 @@
  * (test/helpers/services.ts) or our pongd when it must be killed.
  */
 import test, { type ExecutionContext } from 'ava';
-import { existsSync } from 'node:fs';
+import { existsSync, lstatSync, renameSync, statSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import type { Gateway as TcpGateway } from '../gateways/gateway.js';
 import { ConnectionTable, PendingConnection } from '../gateways/lifecycle.js';
@@ -579,4 +580,42 @@ test('ConnectionTable.close() called twice with no connection: both resolve', as
   const table = new ConnectionTable(5000);
   await settledWithin(Promise.all([table.close(100), table.close(100)]), WAIT, 'both close() calls');
   t.true(table.closing);
+});
+
+// ---------------------------------------------------------------------------------------
+// --listen unix:/path
+
+test('--listen unix:/path serves the name handshake on a Unix socket of mode 0660, replaces a stale socket, refuses a live one', async (t) => {
+  const rundir = await tempRundir(t);
+  await startFrameService(t, rundir, 'pong');
+  const dir = await tempDir(t);
+  const socketPath = path.join(dir, 'tcpd.sock');
+  // A socket file left by a process that died (nothing listens on it): replaced.
+  const stale = net.createServer();
+  await new Promise<void>((resolve) => stale.listen(socketPath, resolve));
+  renameSync(socketPath, `${socketPath}.keep`);
+  stale.close();
+  renameSync(`${socketPath}.keep`, socketPath);
+  t.true(lstatSync(socketPath).isSocket(), 'a stale socket file is in the way');
+
+  const { logger, sink } = captureLogger();
+  const gateway = createTcpGateway({ listen: [`unix:${socketPath}`, '127.0.0.1:0'], allow: ['pong'], rundir, logger });
+  await gateway.listen();
+  t.teardown(() => gateway.destroy());
+  t.deepEqual(gateway.paths, [socketPath]);
+  t.is(statSync(socketPath).mode & 0o777, 0o660);
+  t.truthy(sink.lines.find((l) => l.msg === 'listening' && l['address'] === `unix:${socketPath}`));
+
+  const client = await RawClient.unix(t, socketPath);
+  await client.write(Buffer.from('pong'));
+  await client.expect(Buffer.from('ok'));
+  await probeEcho(client);
+
+  // A second gateway on the same live path is refused, the first untouched.
+  const second = createTcpGateway({ listen: [`unix:${socketPath}`], allow: ['pong'], rundir });
+  await t.throwsAsync(second.listen(), { message: /another process serves it/ });
+  await probeEcho(client);
+  client.destroy();
+  await gateway.close();
+  t.false(existsSync(socketPath), 'the socket file is removed on close');
 });
