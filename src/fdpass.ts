@@ -56,7 +56,9 @@ function native(): Addon {
   }
   throw ipcError(
     ErrorCode.FD_PASSING,
-    'the fdpass addon is not built (build/Release/fdpass.node): run `npm ci` or `npm run install`',
+    'the fdpass addon is not built (build/Release/fdpass.node; the install warned why): descriptor passing ' +
+      '(ipcd, connectIpc with IPC_NETWORK) needs it. Install a C++ toolchain (Debian: apt-get install g++ make python3), ' +
+      'then run `npm rebuild libipc-gateways` (in this repository: `npm run install`)',
     firstError,
   );
 }
