@@ -3,6 +3,9 @@
 # "N passed, N failed" (", N skipped" when some were), keeping ava's exit code.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The foreign clients of the tests (openssl, chromium, python3-websockets) are Debian
+# packages: installed when missing (as root), else this stops and names the command.
+bash scripts/install-system-deps.sh || exit 1
 npm run build --silent || exit 1
 tap=$(mktemp)
 npx ava --tap "$@" | tee "$tap"
