@@ -75,9 +75,11 @@ test.before(async () => {
     await freshEcho(warm, wss, `warm ${i}`);
   }
   await burst(warm, 50);
-  await churn(100);
+  // Enough churn that V8 and malloc have grown their arenas to the size a churn batch
+  // needs (RSS after a forced GC then stays flat; heapUsed never grows): see the note.
+  await churn(WARM_CHURN);
   await warm.run();
-  await linesFrom(ws.daemon, 0, (l) => l.msg === 'connection closed', 20 + 50 + 100, 30_000, 'teardowns of the warm-up');
+  await linesFrom(ws.daemon, 0, (l) => l.msg === 'connection closed', 20 + 50 + WARM_CHURN, 30_000, 'teardowns of the warm-up');
   await linesFrom(wss.daemon, 0, (l) => l.msg === 'connection closed', 20, 10_000, 'teardowns of the warm-up');
   await Promise.all([settledFds(ws.daemon), settledFds(wss.daemon)]);
   wsBase = await baselineOf(ws.daemon);
@@ -120,6 +122,8 @@ async function freshEcho(t: { teardown(fn: () => void): void }, gw: HostileWsd, 
 
 const BURST = 520;
 const CHURN = 1000;
+/** Churn cycles of the warm-up before the baselines. */
+const WARM_CHURN = 600;
 
 /** `count` clients upgrade at once, each gets its own echo, all close; resolves their peers. */
 async function burst(t: { teardown(fn: () => void): void }, count: number): Promise<string[]> {
