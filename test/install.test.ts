@@ -28,6 +28,12 @@ async function addonCopy(t: Parameters<typeof tempDir>[0]): Promise<string> {
   return dir;
 }
 
+/** `bin/node-gyp` running npm's node-gyp, as npm puts it on PATH for install scripts. */
+function writeNodeGyp(bin: string, gyp: string): void {
+  writeFileSync(path.join(bin, 'node-gyp'), `#!${process.execPath}\nimport(${JSON.stringify(gyp)});\n`);
+  chmodSync(path.join(bin, 'node-gyp'), 0o755);
+}
+
 function toolEnv(bin: string): NodeJS.ProcessEnv {
   return {
     HOME: process.env['HOME'] ?? '/root',
@@ -52,8 +58,7 @@ test('without a C++ compiler the addon build warns, names what needs it and how 
     }
   }
   if (!existsSync(path.join(bin, 'node'))) symlinkSync(process.execPath, path.join(bin, 'node'));
-  writeFileSync(path.join(bin, 'node-gyp'), `#!${process.execPath}\nimport(${JSON.stringify(gyp)});\n`);
-  chmodSync(path.join(bin, 'node-gyp'), 0o755);
+  writeNodeGyp(bin, gyp);
   for (const name of ['g++', 'c++', 'cc', 'gcc']) t.false(existsSync(path.join(bin, name)), name);
 
   const run = spawnSync(process.execPath, ['build-addon.mjs'], { cwd: dir, env: toolEnv(bin), encoding: 'utf8', timeout: 120_000 });
@@ -71,8 +76,7 @@ test('with the toolchain the same step builds the addon', async (t) => {
   const dir = await addonCopy(t);
   const bin = path.join(dir, 'bin');
   mkdirSync(bin);
-  writeFileSync(path.join(bin, 'node-gyp'), `#!${process.execPath}\nimport(${JSON.stringify(gyp)});\n`);
-  chmodSync(path.join(bin, 'node-gyp'), 0o755);
+  writeNodeGyp(bin, gyp);
   const run = spawnSync(process.execPath, ['build-addon.mjs'], {
     cwd: dir,
     env: toolEnv(`${bin}:${process.env['PATH'] ?? ''}`),

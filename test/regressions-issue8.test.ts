@@ -244,14 +244,19 @@ rtest("defect 10b: tlsd's outbound `tls` service: URI, a frame and a half-close 
   t.pass();
 });
 
-// Passes today: the CLI's fail() calls process.exit(1). The library-level defect is below.
-rtest('defect 10c: tlsd --watch-certs exits 1 promptly when its --listen port is in use', async (t) => {
+/** TLS files in a temp directory, and a loopback port another server already holds. */
+async function busyPortAndMaterial(t: ExecutionContext): Promise<{ dir: string; material: ReturnType<typeof makeMaterial>; port: number }> {
   const dir = await tempDir(t, 'reg8-');
   const material = makeMaterial(dir);
   const busy = net.createServer();
   await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
   t.teardown(() => busy.close());
-  const { port } = busy.address() as net.AddressInfo;
+  return { dir, material, port: (busy.address() as net.AddressInfo).port };
+}
+
+// Passes today: the CLI's fail() calls process.exit(1). The library-level defect is below.
+rtest('defect 10c: tlsd --watch-certs exits 1 promptly when its --listen port is in use', async (t) => {
+  const { dir, material, port } = await busyPortAndMaterial(t);
   const result = await runCli(
     t,
     'tlsd',
@@ -272,12 +277,7 @@ rtest('defect 4 (control): a FIN well after a valid name is a half-close: ok, th
 });
 
 rtest('defect 10c: a TlsGateway with watchCerts whose listen() failed keeps no handle alive (its process ends by itself)', async (t) => {
-  const dir = await tempDir(t, 'reg8-');
-  const material = makeMaterial(dir);
-  const busy = net.createServer();
-  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => busy.close());
-  const { port } = busy.address() as net.AddressInfo;
+  const { dir, material, port } = await busyPortAndMaterial(t);
   // An embedding program: it catches the listen error and returns, without process.exit.
   const program = `
     import { createTlsGateway } from ${JSON.stringify(path.resolve('gateways/tls.ts'))};
