@@ -17,6 +17,7 @@ import type { DirectReader } from '../src/direct-read.js';
 import type { Logger } from '../src/log.js';
 import { ConnectionTable, PendingConnection, type ConnectionInfo } from './lifecycle.js';
 import type { GatewayOptions } from './options.js';
+import type { ListenAddress } from './listen.js';
 import { bindAll, closeAll, remoteOf } from './listeners.js';
 import { OutboundService } from './outbound.js';
 
@@ -284,8 +285,12 @@ export class Gateway {
     this.serve(socket, pending);
   };
 
-  /** Starts the parts and the outbound service, then binds every listen address. */
-  async listen(): Promise<net.AddressInfo[]> {
+  /**
+   * Starts the parts and the outbound service, then binds every listen address. A
+   * listening socket found in `inherit` (a reload's predecessors, by {@link listenKey}) is
+   * taken over instead of bound again: never closed and reopened, so no client is refused.
+   */
+  async listen(inherit?: Map<string, net.Server>): Promise<net.AddressInfo[]> {
     const { options, logger } = this.core;
     // An unsafe run directory (others may write it, another user owns it) is refused
     // before anything is served; a missing one is made with safe permissions.
@@ -295,17 +300,52 @@ export class Gateway {
     await this.outbound?.start(options.outboundRequired);
     for (const part of this.parts) part.start();
     try {
-      this.servers = await bindAll(options.listen, () => net.createServer({ allowHalfOpen: true, noDelay: true }, this.accept), {
-        backlog: options.backlog,
-        logger,
-        transport: this.transport,
-      });
+      for (const address of options.listen) {
+        const key = listenKey(address);
+        const kept = inherit?.get(key);
+        if (kept !== undefined) {
+          inherit!.delete(key);
+          kept.removeAllListeners('connection');
+          kept.on('connection', this.accept);
+          this.servers.push(kept);
+          this.keys.set(kept, key);
+          logger.info({ address: key, transport: this.transport, kept: true }, 'listening');
+          continue;
+        }
+        const [server] = await bindAll([address], () => net.createServer({ allowHalfOpen: true, noDelay: true }, this.accept), {
+          backlog: options.backlog,
+          logger,
+          transport: this.transport,
+        });
+        this.servers.push(server!);
+        this.keys.set(server!, key);
+      }
     } catch (err) {
       this.stopParts();
+      for (const s of this.servers) if (!inherit || ![...inherit.values()].includes(s)) s.close();
+      this.servers = [];
       await this.outbound?.close();
       throw err;
     }
     return this.addresses;
+  }
+
+  /** The configured address of each bound server. */
+  private readonly keys = new Map<net.Server, string>();
+
+  /**
+   * Gives up the listening sockets (for a successor to take over) and stops admitting;
+   * the connections it has go on until they end, then its parts stop. Returns the
+   * sockets by {@link listenKey}.
+   */
+  release(): Map<string, net.Server> {
+    const handed = new Map<string, net.Server>();
+    for (const server of this.servers) handed.set(this.keys.get(server)!, server);
+    this.servers = [];
+    // No drain deadline: a reload never drops a connection of a gateway that stays.
+    void this.core.table.close(2 ** 31 - 1).then(() => this.stopParts());
+    void this.outbound?.close();
+    return handed;
   }
 
   private stopParts(): void {
@@ -328,3 +368,8 @@ export class Gateway {
 }
 
 export function noop(): void {}
+
+/** A listen address as a key: `unix:/path`, or `host:port` (`*:port` for every interface). */
+export function listenKey(address: ListenAddress): string {
+  return address.path !== undefined ? `unix:${address.path}` : `${address.host ?? '*'}:${address.port}`;
+}

@@ -19,7 +19,7 @@ function findRepoRoot(): string {
 export const REPO_ROOT = findRepoRoot();
 
 /** The daemons and clients this project ships, compiled by `npm run build`. */
-export type CliName = 'pongd' | 'pong' | 'tcpd' | 'tlsd' | 'wsd' | 'ipcd';
+export type CliName = 'pongd' | 'pong' | 'tcpd' | 'tlsd' | 'wsd' | 'ipcd' | 'gatewayd';
 
 /** `dist/gateways/cli/<name>.js`. */
 export function cliPath(name: CliName): string {

@@ -1,0 +1,136 @@
+/**
+ * gatewayd: one process serving every gateway of a configuration file (gateways/config.ts),
+ * their outbound services and optionally ipcd, reloaded live.
+ *
+ * Reload: the new file is checked whole first (a bad one is refused, the old configuration
+ * keeps serving). New gateways are built (TLS files loaded and checked) before anything
+ * changes; then each takes over the listening sockets of the old ones whose address it
+ * keeps (never closed and reopened: no client is refused during a reload), binds the
+ * others, and serves new connections with its new settings. An old gateway that handed
+ * a socket over keeps its connections until they end; one whose addresses are all gone
+ * stops accepting and drains within drain-timeout. rundir, workers, ipcd and outbound
+ * need a restart: a reload that changes them says so and keeps them.
+ */
+import { Ipcd } from './ipcd.js';
+import { Gateway, listenKey } from './gateway.js';
+import { tcpGateway } from './tcp.js';
+import { tlsGateway } from './tls.js';
+import { wsGateway } from './ws.js';
+import { loadConfig, type GatewaydConfig } from './config.js';
+import type { GatewayOptions } from './options.js';
+import type { Logger } from '../src/log.js';
+import type net from 'node:net';
+
+/** A gateway of any kind from its normalised options. @throws Error when TLS files fail a check. */
+export function buildGateway(options: GatewayOptions): Gateway {
+  if (options.kind === 'tls') return tlsGateway(options);
+  if (options.kind === 'ws') return wsGateway(options);
+  return tcpGateway(options);
+}
+
+export class Gatewayd {
+  private config: GatewaydConfig;
+  private readonly logger: Logger;
+  private gateways: Gateway[] = [];
+  private outbound: Gateway[] = [];
+  private ipcd: Ipcd | null = null;
+  private reloading: Promise<void> = Promise.resolve();
+
+  constructor(config: GatewaydConfig, logger: Logger) {
+    this.config = config;
+    this.logger = logger;
+  }
+
+  /** Every gateway (for TLS reloads on SIGHUP and tests). */
+  get running(): readonly Gateway[] {
+    return this.gateways;
+  }
+
+  async start(): Promise<void> {
+    const { config } = this;
+    this.gateways = config.gateways.map(buildGateway);
+    this.outbound = config.outbound.map(buildGateway);
+    try {
+      for (const g of [...this.outbound, ...this.gateways]) await g.listen();
+      if (config.ipcd) {
+        this.ipcd = new Ipcd({ rundir: config.rundir, ...config.ipcd, logger: this.logger });
+        await this.ipcd.start();
+      }
+    } catch (err) {
+      for (const g of [...this.outbound, ...this.gateways]) g.destroy();
+      await this.ipcd?.close();
+      throw err;
+    }
+    this.logger.info({ file: config.file, gateways: this.gateways.length, outbound: this.outbound.length, ipcd: !!config.ipcd }, 'gatewayd started');
+  }
+
+  /** Reloads the file; reloads are serialised (a SIGHUP storm runs them one after another). */
+  reload(): Promise<void> {
+    this.reloading = this.reloading.then(() => this.reloadOnce());
+    return this.reloading;
+  }
+
+  private async reloadOnce(): Promise<void> {
+    let next: GatewaydConfig;
+    let built: Gateway[];
+    try {
+      next = loadConfig(this.config.file, this.logger);
+      built = next.gateways.map(buildGateway);
+    } catch (err) {
+      this.logger.error({ reason: (err as Error).message }, 'reload refused: keeping the configuration in use');
+      return;
+    }
+    const needsRestart = ['rundir', 'workers', 'drainTimeout'].filter((k) => next[k as keyof GatewaydConfig] !== this.config[k as keyof GatewaydConfig]);
+    if (JSON.stringify(next.ipcd) !== JSON.stringify(this.config.ipcd)) needsRestart.push('ipcd');
+    if (JSON.stringify(next.outbound.map(outboundKey)) !== JSON.stringify(this.config.outbound.map(outboundKey))) needsRestart.push('outbound');
+
+    const oldKeys = new Set(this.gateways.flatMap((g) => g.core.options.listen.map(listenKey)));
+    const newKeys = new Set(next.gateways.flatMap((g) => g.listen.map(listenKey)));
+    const pool = new Map<string, net.Server>();
+    const handedBy = new Map<Gateway, Map<string, net.Server>>();
+    for (const old of this.gateways) {
+      const keeps = old.core.options.listen.some((a) => newKeys.has(listenKey(a)));
+      if (!keeps) continue;
+      const handed = old.release();
+      handedBy.set(old, handed);
+      for (const [key, server] of handed) pool.set(key, server);
+    }
+    const started: Gateway[] = [];
+    for (const gateway of built) {
+      try {
+        await gateway.listen(pool);
+        started.push(gateway);
+      } catch (err) {
+        this.logger.error({ reason: (err as Error).message, listen: gateway.core.options.listen.map(listenKey) }, 'reload: a gateway could not start');
+      }
+    }
+    // Sockets nobody took (addresses gone with a gateway that also kept others) close now.
+    for (const server of pool.values()) server.close();
+    const removed = this.gateways.filter((g) => !handedBy.has(g));
+    for (const g of removed) void g.close();
+    this.gateways = started;
+    this.config = { ...next, rundir: this.config.rundir, workers: this.config.workers, drainTimeout: this.config.drainTimeout, ipcd: this.config.ipcd, outbound: this.config.outbound };
+    this.logger.info(
+      {
+        added: [...newKeys].filter((k) => !oldKeys.has(k)),
+        removed: [...oldKeys].filter((k) => !newKeys.has(k)),
+        kept: [...newKeys].filter((k) => oldKeys.has(k)),
+        gateways: started.length,
+        ...(needsRestart.length ? { needsRestart } : {}),
+      },
+      needsRestart.length ? `reloaded; ${needsRestart.join(', ')} changed and need a restart (kept as they were)` : 'reloaded',
+    );
+  }
+
+  /** Stops accepting everywhere; connections finish within drain-timeout. */
+  async close(): Promise<void> {
+    await Promise.all([...this.gateways, ...this.outbound].map((g) => g.close()));
+    await this.ipcd?.close();
+  }
+}
+
+function outboundKey(o: GatewayOptions): string {
+  return `${o.outboundNames.join(',')}|${o.outboundSchemes.join(',')}|${o.outboundCa ?? ''}`;
+}
+
+export { loadConfig };
