@@ -6,7 +6,6 @@
  *   gatewayd.yaml: gateways[1].max-payload: expected an integer from 0 to 4294967295, got -1
  */
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { resolveRundir, serviceNameProblem } from '../src/rundir.js';
 import type { Logger } from '../src/log.js';
@@ -53,7 +52,6 @@ function isMap(value: unknown): value is Record<string, unknown> {
 
 /** Reads and checks `file`. @throws ConfigError (missing file, YAML syntax with line and column, any refused key). */
 export function loadConfig(file: string, logger?: Logger): GatewaydConfig {
-  const name = path.basename(file);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -70,7 +68,7 @@ export function loadConfig(file: string, logger?: Logger): GatewaydConfig {
   try {
     return checkConfig(file, root, logger);
   } catch (err) {
-    if (err instanceof OptionsError) throw new ConfigError(name === file ? file : file, err.message);
+    if (err instanceof OptionsError) throw new ConfigError(file, err.message);
     throw err;
   }
 }

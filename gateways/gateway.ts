@@ -299,12 +299,14 @@ export class Gateway {
     // before logging `listening` for its ports.
     await this.outbound?.start(options.outboundRequired);
     for (const part of this.parts) part.start();
+    const inherited = new Set<net.Server>();
     try {
       for (const address of options.listen) {
         const key = listenKey(address);
         const kept = inherit?.get(key);
         if (kept !== undefined) {
           inherit!.delete(key);
+          inherited.add(kept);
           kept.removeAllListeners('connection');
           kept.on('connection', this.accept);
           this.servers.push(kept);
@@ -322,7 +324,13 @@ export class Gateway {
       }
     } catch (err) {
       this.stopParts();
-      for (const s of this.servers) if (!inherit || ![...inherit.values()].includes(s)) s.close();
+      // Sockets taken over go back to the pool (the reload decides what closes them);
+      // the ones bound here close.
+      for (const server of this.servers) {
+        const key = this.keys.get(server)!;
+        if (inherit !== undefined && inherited.has(server)) inherit.set(key, server);
+        else server.close();
+      }
       this.servers = [];
       await this.outbound?.close();
       throw err;

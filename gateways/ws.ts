@@ -117,6 +117,10 @@ class WsUpgrades implements GatewayPart {
 
   stop(): void {
     this.stopped = true;
+    this.clearPings();
+  }
+
+  private clearPings(): void {
     if (this.pingTimer) clearInterval(this.pingTimer);
     this.pingTimer = null;
   }
@@ -284,8 +288,8 @@ class WsUpgrades implements GatewayPart {
 
   private sweepPings(): void {
     if (this.wss.clients.size === 0) {
-      this.stop();
-      this.stopped = false;
+      // Nobody to ping: the next switched client starts the sweep again.
+      this.clearPings();
       return;
     }
     for (const ws of this.wss.clients) {

@@ -19,13 +19,16 @@ function npmNodeGyp(): string | null {
   return existsSync(candidate) ? candidate : null;
 }
 
-async function addonCopy(t: Parameters<typeof tempDir>[0]): Promise<string> {
+/** The addon's sources and its install step in a temp directory, with an empty `bin/` for PATH. */
+async function addonCopy(t: Parameters<typeof tempDir>[0]): Promise<{ dir: string; bin: string }> {
   const dir = await tempDir(t, 'addon-');
   cpSync(path.join(REPO_ROOT, 'binding.gyp'), path.join(dir, 'binding.gyp'));
   cpSync(path.join(REPO_ROOT, 'native'), path.join(dir, 'native'), { recursive: true });
   cpSync(path.join(REPO_ROOT, 'scripts', 'build-addon.mjs'), path.join(dir, 'build-addon.mjs'));
   symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(dir, 'node_modules'));
-  return dir;
+  const bin = path.join(dir, 'bin');
+  mkdirSync(bin);
+  return { dir, bin };
 }
 
 /** `bin/node-gyp` running npm's node-gyp, as npm puts it on PATH for install scripts. */
@@ -46,9 +49,7 @@ function toolEnv(bin: string): NodeJS.ProcessEnv {
 test('without a C++ compiler the addon build warns, names what needs it and how to get it, and exits 0', async (t) => {
   const gyp = npmNodeGyp();
   if (gyp === null) return t.fail('npm bundles no node-gyp here');
-  const dir = await addonCopy(t);
-  const bin = path.join(dir, 'bin');
-  mkdirSync(bin);
+  const { dir, bin } = await addonCopy(t);
   // Everything of /usr/bin and /bin but the C and C++ compilers: a machine without build-essential.
   const compiler = /(^|-)(g\+\+|c\+\+|cc|gcc|clang\+*|cpp)(-[\d.]+)?$/;
   for (const dirOfTools of ['/usr/bin', '/bin']) {
@@ -73,9 +74,7 @@ test('without a C++ compiler the addon build warns, names what needs it and how 
 test('with the toolchain the same step builds the addon', async (t) => {
   const gyp = npmNodeGyp();
   if (gyp === null) return t.fail('npm bundles no node-gyp here');
-  const dir = await addonCopy(t);
-  const bin = path.join(dir, 'bin');
-  mkdirSync(bin);
+  const { dir, bin } = await addonCopy(t);
   writeNodeGyp(bin, gyp);
   const run = spawnSync(process.execPath, ['build-addon.mjs'], {
     cwd: dir,
