@@ -2,7 +2,9 @@
 # System packages the tests and benchmarks use (Debian): openssl for a real TLS client,
 # chromium for the WebSocket page test, python3-websockets (for Debian's /usr/bin/python3)
 # as a second WebSocket
-# client, gcc/make/libssl-dev for ../shared/tools/ipcbench. Skips what is present.
+# client, gcc/make/libssl-dev for ../shared/tools/ipcbench, haproxy (a real load balancer
+# in front of the gateways, and the benchmark's anchor), prometheus for promtool (checks
+# /metrics), systemd for systemd-socket-activate and systemd-notify. Skips what is present.
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -11,6 +13,9 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v gcc >/dev/null || need+=(gcc)
 command -v make >/dev/null || need+=(make)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v systemd-socket-activate >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
