@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { resolveRundir, serviceNameProblem } from '../src/rundir.js';
 import type { Logger } from '../src/log.js';
+import { parseListenAddress } from './listen.js';
 import { OPTION_SPECS, OptionsError, flagOf, normalizeGatewayOptions, type GatewayKind, type GatewayOptions } from './options.js';
 
 /** An ipcd of the process (`ipcd: true`, or a map of its flags). */
@@ -24,6 +25,8 @@ export interface GatewaydConfig {
   workers: number;
   drainTimeout: number;
   logLevel: string | undefined;
+  /** The admin listener's address (`--admin`), if any. */
+  admin: string | undefined;
   ipcd: IpcdConfig | null;
   /** Outbound services by scheme (`tcp`, `tls`, `ws`, `wss`), each a gateway with only that side. */
   outbound: GatewayOptions[];
@@ -38,9 +41,9 @@ export class ConfigError extends Error {
   }
 }
 
-const TOP_KEYS = new Set(['rundir', 'workers', 'drain-timeout', 'log-level', 'ipcd', 'outbound', 'gateways']);
+const TOP_KEYS = new Set(['rundir', 'workers', 'drain-timeout', 'log-level', 'admin', 'ipcd', 'outbound', 'gateways']);
 /** Keys of the process, not of one gateway. */
-const PER_PROCESS = new Set(['rundir', 'drain-timeout', 'workers', 'log-level']);
+const PER_PROCESS = new Set(['rundir', 'drain-timeout', 'workers', 'log-level', 'admin']);
 /** The outbound side is declared once per process, under `outbound:`. */
 const OUTBOUND_KEYS = new Set(['outbound', 'outbound-only', 'name', 'outbound-ca']);
 const KIND_OF_SCHEME: Record<string, GatewayKind> = { tcp: 'tcp', tls: 'tls', ws: 'ws', wss: 'ws' };
@@ -82,6 +85,7 @@ function checkConfig(file: string, root: unknown, logger: Logger | undefined): G
   const workers = integerAt(root['workers'] ?? 1, 'workers', 1, 1);
   const drainTimeout = integerAt(root['drain-timeout'] ?? 10_000, 'drain-timeout', 0, 24 * 3600 * 1000);
   const logLevel = root['log-level'] === undefined ? undefined : stringAt(root['log-level'], 'log-level');
+  const admin = root['admin'] === undefined ? undefined : listenAt(root['admin'], 'admin');
   const common = { rundir, drainTimeout, ...(logger ? { logger } : {}) };
 
   const gatewaysValue = root['gateways'] ?? [];
@@ -152,7 +156,19 @@ function checkConfig(file: string, root: unknown, logger: Logger | undefined): G
     };
   } else if (ipcdValue !== false) throw new OptionsError('ipcd', 'true, false, or a map of its flags', ipcdValue);
 
-  return { file, rundir, workers, drainTimeout, logLevel, ipcd, outbound, gateways };
+  return { file, rundir, workers, drainTimeout, logLevel, admin, ipcd, outbound, gateways };
+}
+
+/** One listen address (HOST:PORT, [V6]:PORT, unix:/path, or a bare port). */
+function listenAt(value: unknown, at: string): string {
+  const text = typeof value === 'number' ? String(value) : value;
+  if (typeof text !== 'string') throw new OptionsError(at, 'an address: HOST:PORT, [V6]:PORT or unix:/path', value);
+  try {
+    parseListenAddress(text);
+  } catch (err) {
+    throw new OptionsError(at, 'an address: HOST:PORT, [V6]:PORT or unix:/path', (err as Error).message);
+  }
+  return text;
 }
 
 function stringAt(value: unknown, at: string): string {

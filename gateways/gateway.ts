@@ -20,6 +20,7 @@ import type { GatewayOptions } from './options.js';
 import type { ListenAddress } from './listen.js';
 import { bindAll, closeAll, remoteOf } from './listeners.js';
 import { OutboundService } from './outbound.js';
+import { GatewayMetrics, type ListenerLabels } from './metrics.js';
 
 export type { ConnectionInfo } from './lifecycle.js';
 
@@ -36,10 +37,16 @@ export class GatewayCore {
   private nextConn = 1;
   /** `$RUNDIR/<service>` of a fixed target, validated once. */
   private readonly fixedPath: string | null;
+  /** Counted once per connection, never per message (gateways/metrics.ts). */
+  readonly metrics: GatewayMetrics;
+  /** Labels of connections handed in without a listener (admit without labels). */
+  private readonly externalLabels: ListenerLabels;
 
   constructor(options: GatewayOptions) {
     this.options = options;
     this.logger = options.logger;
+    this.metrics = options.metrics ?? new GatewayMetrics({ defaultMetrics: false });
+    this.externalLabels = { transport: options.kind, listener: 'external' };
     this.table = new ConnectionTable(options.handshakeTimeout);
     this.fixedPath = options.service === undefined ? null : servicePath(options.service, options.rundir);
   }
@@ -58,8 +65,10 @@ export class GatewayCore {
    * Admits a new client, or refuses it (connection limit, or closing): the refusal is
    * logged with its code and returned. The owner's deadline counts from `acceptedAt`.
    */
-  admit(peer: string | undefined, acceptedAt = performance.now()): PendingConnection | IpcError {
+  admit(peer: string | undefined, acceptedAt = performance.now(), labels = this.externalLabels): PendingConnection | IpcError {
     const info: ConnectionInfo = { conn: this.nextConn++, peer };
+    const metrics = this.metrics;
+    metrics.connectionAccepted(labels);
     let refusal: IpcError | null = null;
     if (this.table.closing) refusal = ipcError(ErrorCode.SHUTDOWN, 'gateway is closing');
     else if (this.table.size >= this.options.maxConnections) {
@@ -67,15 +76,21 @@ export class GatewayCore {
     }
     if (refusal !== null) {
       this.logger.warn({ ...info, code: refusal.code, reason: refusal.message }, 'connection refused');
+      metrics.refused(labels, refusal.code);
       return refusal;
     }
-    return new PendingConnection(this.table, info, this.options.handshakeTimeout, this.reportRefusal, acceptedAt);
+    const pending = new PendingConnection(this.table, info, this.options.handshakeTimeout, this.reportRefusal, acceptedAt);
+    pending.labels = labels;
+    metrics.handshakeStarted(labels);
+    pending.onSettle = () => metrics.handshakeEnded(labels);
+    return pending;
   }
 
   /** The one refusal line: expected refusals are coded, so every line carries `code`. */
   private readonly reportRefusal = (pending: PendingConnection, err: IpcError, extra: Record<string, unknown>): void => {
     const cause = err.cause instanceof Error && !(err.cause instanceof IpcError) ? { cause: err.cause.message } : {};
     this.logger.warn({ ...pending.info, ...extra, code: err.code, reason: err.message, ...cause }, 'connection refused');
+    this.metrics.refused(pending.labels, err.code);
   };
 
   /**
@@ -125,11 +140,12 @@ export class GatewayCore {
    * (and closes both) when `pending` was already refused.
    */
   bridge(pending: PendingConnection, service: string, client: Endpoint, serviceEndpoint: Endpoint, info = pending.info): Switch | null {
-    const logger = this.logger;
+    const { logger, metrics } = this;
     const sw = new Switch(client, serviceEndpoint, {
       halfCloseTimeout: this.options.halfCloseTimeout,
       onClose: (summary: SwitchSummary) => {
         this.table.delete(sw);
+        metrics.switchEnded(sw, summary);
         logConnectionEnd(logger, info, service, summary);
       },
     });
@@ -138,6 +154,7 @@ export class GatewayCore {
       serviceEndpoint.destroy();
       return null;
     }
+    metrics.switched(sw, pending.labels, service, (performance.now() - pending.acceptedAt) / 1000);
     sw.start();
     if (this.options.idleTimeout > 0) this.watchIdle(sw);
     return sw;
@@ -269,14 +286,25 @@ export class Gateway {
     return this.core.connections;
   }
 
+  /** Every configured listen address, and whether it is bound now (for /readyz). */
+  get listeners(): { transport: string; listener: string; bound: boolean }[] {
+    const bound = new Map(this.servers.filter((s) => s.listening).map((s) => [this.keys.get(s), this.labels.get(s)!.listener]));
+    const configured = this.core.options.listen.map((address) => {
+      const key = listenKey(address);
+      const listener = bound.get(key);
+      return { transport: this.transport, listener: listener ?? key, bound: listener !== undefined && !this.core.isClosing };
+    });
+    return [...configured, ...(this.outbound?.listeners ?? [])];
+  }
+
   /**
    * Takes a client socket accepted elsewhere (or by our listeners): admission, then the
    * pipeline. Every socket gets an error listener first: an unhandled error kills the daemon.
    */
-  readonly accept = (socket: net.Socket): void => {
+  readonly accept = (socket: net.Socket, labels?: ListenerLabels): void => {
     const acceptedAt = performance.now();
     socket.on('error', noop);
-    const pending = this.core.admit(remoteOf(socket), acceptedAt);
+    const pending = this.core.admit(remoteOf(socket), acceptedAt, labels);
     if (pending instanceof IpcError) {
       socket.destroy();
       return;
@@ -308,17 +336,22 @@ export class Gateway {
           inherit!.delete(key);
           inherited.add(kept);
           kept.removeAllListeners('connection');
-          kept.on('connection', this.accept);
+          const labels = this.listenerLabels(key, kept);
+          kept.on('connection', (socket: net.Socket) => this.accept(socket, labels));
           this.servers.push(kept);
           this.keys.set(kept, key);
           logger.info({ address: key, transport: this.transport, kept: true }, 'listening');
           continue;
         }
-        const [server] = await bindAll([address], () => net.createServer({ allowHalfOpen: true, noDelay: true }, this.accept), {
+        // Set once bound (before the first accept: that comes in a later turn of the loop).
+        let labels: ListenerLabels | undefined;
+        const onConnection = (socket: net.Socket) => this.accept(socket, labels);
+        const [server] = await bindAll([address], () => net.createServer({ allowHalfOpen: true, noDelay: true }, onConnection), {
           backlog: options.backlog,
           logger,
           transport: this.transport,
         });
+        labels = this.listenerLabels(key, server!);
         this.servers.push(server!);
         this.keys.set(server!, key);
       }
@@ -340,6 +373,22 @@ export class Gateway {
 
   /** The configured address of each bound server. */
   private readonly keys = new Map<net.Server, string>();
+
+  /** Metrics labels of each bound server. */
+  private readonly labels = new Map<net.Server, ListenerLabels>();
+
+  /**
+   * The metrics labels of `server`, bound for `key` (shown at zero from now on): the
+   * configured address, or the bound one when the port was left to the system (`:0`).
+   */
+  private listenerLabels(key: string, server: net.Server): ListenerLabels {
+    const bound = server.address();
+    const listener = key.endsWith(':0') && bound !== null && typeof bound === 'object' ? formatAddress(bound) : key;
+    const labels = { transport: this.transport, listener };
+    this.labels.set(server, labels);
+    this.core.metrics.listenerUp(labels);
+    return labels;
+  }
 
   /**
    * Gives up the listening sockets (for a successor to take over) and stops admitting;

@@ -20,6 +20,7 @@ import { loadConfig, type GatewaydConfig } from './config.js';
 import type { GatewayOptions } from './options.js';
 import type { Logger } from '../src/log.js';
 import type net from 'node:net';
+import { GatewayMetrics } from './metrics.js';
 
 /** A gateway of any kind from its normalised options. @throws Error when TLS files fail a check. */
 export function buildGateway(options: GatewayOptions): Gateway {
@@ -35,10 +36,17 @@ export class Gatewayd {
   private outbound: Gateway[] = [];
   private ipcd: Ipcd | null = null;
   private reloading: Promise<void> = Promise.resolve();
+  /** Where every gateway counts its connections, and reloads are counted. */
+  readonly metrics: GatewayMetrics;
 
-  constructor(config: GatewaydConfig, logger: Logger) {
+  constructor(config: GatewaydConfig, logger: Logger, metrics = new GatewayMetrics({ defaultMetrics: false })) {
     this.config = config;
     this.logger = logger;
+    this.metrics = metrics;
+  }
+
+  private build(options: GatewayOptions): Gateway {
+    return buildGateway({ ...options, metrics: this.metrics });
   }
 
   /** Every gateway (for TLS reloads on SIGHUP and tests). */
@@ -48,12 +56,12 @@ export class Gatewayd {
 
   async start(): Promise<void> {
     const { config } = this;
-    this.gateways = config.gateways.map(buildGateway);
-    this.outbound = config.outbound.map(buildGateway);
+    this.gateways = config.gateways.map((o) => this.build(o));
+    this.outbound = config.outbound.map((o) => this.build(o));
     try {
       for (const g of [...this.outbound, ...this.gateways]) await g.listen();
       if (config.ipcd) {
-        this.ipcd = new Ipcd({ rundir: config.rundir, ...config.ipcd, logger: this.logger });
+        this.ipcd = new Ipcd({ rundir: config.rundir, ...config.ipcd, logger: this.logger, metrics: this.metrics });
         await this.ipcd.start();
       }
     } catch (err) {
@@ -75,12 +83,13 @@ export class Gatewayd {
     let built: Gateway[];
     try {
       next = loadConfig(this.config.file, this.logger);
-      built = next.gateways.map(buildGateway);
+      built = next.gateways.map((o) => this.build(o));
     } catch (err) {
       this.logger.error({ reason: (err as Error).message }, 'reload refused: keeping the configuration in use');
+      this.metrics.reload('refused');
       return;
     }
-    const needsRestart = ['rundir', 'workers', 'drainTimeout'].filter((k) => next[k as keyof GatewaydConfig] !== this.config[k as keyof GatewaydConfig]);
+    const needsRestart = ['rundir', 'workers', 'drainTimeout', 'admin'].filter((k) => next[k as keyof GatewaydConfig] !== this.config[k as keyof GatewaydConfig]);
     if (JSON.stringify(next.ipcd) !== JSON.stringify(this.config.ipcd)) needsRestart.push('ipcd');
     if (JSON.stringify(next.outbound.map(outboundKey)) !== JSON.stringify(this.config.outbound.map(outboundKey))) needsRestart.push('outbound');
 
@@ -96,11 +105,13 @@ export class Gatewayd {
       for (const [key, server] of handed) pool.set(key, server);
     }
     const started: Gateway[] = [];
+    let failed = 0;
     for (const gateway of built) {
       try {
         await gateway.listen(pool);
         started.push(gateway);
       } catch (err) {
+        failed++;
         this.logger.error({ reason: (err as Error).message, listen: gateway.core.options.listen.map(listenKey) }, 'reload: a gateway could not start');
       }
     }
@@ -109,7 +120,8 @@ export class Gatewayd {
     const removed = this.gateways.filter((g) => !handedBy.has(g));
     for (const g of removed) void g.close();
     this.gateways = started;
-    this.config = { ...next, rundir: this.config.rundir, workers: this.config.workers, drainTimeout: this.config.drainTimeout, ipcd: this.config.ipcd, outbound: this.config.outbound };
+    this.metrics.reload(failed > 0 ? 'partial' : 'ok');
+    this.config = { ...next, rundir: this.config.rundir, workers: this.config.workers, drainTimeout: this.config.drainTimeout, admin: this.config.admin, ipcd: this.config.ipcd, outbound: this.config.outbound };
     this.logger.info(
       {
         added: [...newKeys].filter((k) => !oldKeys.has(k)),

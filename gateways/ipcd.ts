@@ -22,6 +22,7 @@ import { serveService, type ServiceServer } from '../src/service.js';
 import { descriptorOf, handOverSocket } from '../src/fdpass.js';
 import { isSymbolicLink } from '../src/client.js';
 import { silentLogger, type Logger } from '../src/log.js';
+import type { GatewayMetrics } from './metrics.js';
 
 /** The framed `ok` a gateway answers once its remote side is switched. */
 const FRAMED_OK = encodeFrame('ok');
@@ -36,6 +37,8 @@ export interface IpcdOptions {
   /** Lookups in progress at once; more are refused (default 1024). */
   maxLookups?: number;
   logger?: Logger;
+  /** Where lookups are counted (`libipc_lookups_total{result}`); default: not counted. */
+  metrics?: GatewayMetrics;
 }
 
 /** Creates the lookup service; nothing starts before `start()`. */
@@ -55,6 +58,7 @@ export class Ipcd {
   readonly lookupTimeout: number;
   private readonly maxLookups: number;
   readonly logger: Logger;
+  readonly metrics: GatewayMetrics | null;
   /** Lookups in progress: each a pending connection whose hand-over is the passed descriptor. */
   private readonly table: ConnectionTable;
   private server: ServiceServer | null = null;
@@ -68,6 +72,7 @@ export class Ipcd {
     this.lookupTimeout = checkedInteger(options.lookupTimeout, 5000, 'lookupTimeout', 1, 24 * 3600 * 1000);
     this.maxLookups = checkedInteger(options.maxLookups, 1024, 'maxLookups', 1, 10_000_000);
     this.logger = options.logger ?? silentLogger;
+    this.metrics = options.metrics ?? null;
     this.table = new ConnectionTable(this.lookupTimeout);
   }
 
@@ -102,6 +107,7 @@ export class Ipcd {
     const { conn, peer: _peer, ...asked } = pending.info;
     const durationMs = Math.round(performance.now() - pending.acceptedAt);
     this.logger.warn({ lookup: conn, ...asked, ...extra, code: err.code, reason: err.message, durationMs }, 'lookup refused');
+    this.metrics?.lookup(err.code);
   };
 
   private onLookup(client: net.Socket): void {
@@ -110,6 +116,7 @@ export class Ipcd {
     if (this.table.size >= this.maxLookups) {
       const err = ipcError(ErrorCode.TOO_MANY_CONNECTIONS, `limit of ${this.maxLookups} lookups in progress reached`);
       this.logger.warn({ lookup: id, code: err.code, reason: err.message }, 'lookup refused');
+      this.metrics?.lookup(err.code);
       client.destroy();
       return;
     }
@@ -220,9 +227,11 @@ class Lookup {
       // passed the client owns the connection; we only close ours.
       handOverSocket(descriptorOf(this.client), upstream);
       this.ipcd.logger.info({ ...log, durationMs }, 'lookup answered');
+      this.ipcd.metrics?.lookup('ok');
     } catch (err) {
       const coded = err instanceof IpcError ? err : ipcError(ErrorCode.FD_PASSING, `passing the descriptor failed: ${(err as Error).message}`, err);
       this.ipcd.logger.warn({ ...log, code: coded.code, reason: coded.message, durationMs }, 'lookup refused');
+      this.ipcd.metrics?.lookup(coded.code);
       upstream.destroy();
     }
     this.client.destroy();

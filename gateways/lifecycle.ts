@@ -10,6 +10,10 @@
  * a timer per connection (a timer per connection costs ~10 % CPU: PERFORMANCE.md).
  */
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
+import type { ListenerLabels } from './metrics.js';
+
+/** Labels of a connection no listener accepted (handed in by an application). */
+export const NO_LISTENER: ListenerLabels = Object.freeze({ transport: 'unknown', listener: 'none' });
 
 /** What the table can close: a pending connection, a switch. */
 export interface Tracked {
@@ -175,6 +179,10 @@ export class PendingConnection implements Tracked {
   private readonly timeout: number;
   private held: Holdable[] = [];
   private ended = false;
+  /** Where it came in (metrics labels); set by the gateway that admitted it. */
+  labels: ListenerLabels = NO_LISTENER;
+  /** Called once when it settles (hand-over, refusal or end): the gateway's bookkeeping. */
+  onSettle: (() => void) | null = null;
 
   constructor(table: ConnectionTable, info: ConnectionInfo, timeout: number, report: RefusalReporter, start = performance.now()) {
     this.table = table;
@@ -206,6 +214,7 @@ export class PendingConnection implements Tracked {
     if (this.ended) return false;
     this.ended = true;
     this.held = [];
+    this.onSettle?.();
     if (to) this.table.replace(this, to);
     else this.table.delete(this);
     return true;
@@ -220,6 +229,7 @@ export class PendingConnection implements Tracked {
     if (this.ended) return;
     this.ended = true;
     this.table.delete(this);
+    this.onSettle?.();
     const held = this.held;
     this.held = [];
     if (response) sendAndClose(response.socket, response.bytes);
@@ -254,6 +264,7 @@ export class PendingConnection implements Tracked {
     if (this.ended) return;
     this.ended = true;
     this.table.delete(this);
+    this.onSettle?.();
     const held = this.held;
     this.held = [];
     for (let i = held.length - 1; i >= 0; i--) held[i]!.destroy();

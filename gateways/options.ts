@@ -13,6 +13,7 @@ import { MAX_SERVICE_NAME_LENGTH, resolveRundir, serviceNameProblem } from '../s
 import { silentLogger, type Logger } from '../src/log.js';
 import { parseListenAddress, type ListenAddress } from './listen.js';
 import type { TlsServerSettings } from './tls-material.js';
+import type { GatewayMetrics } from './metrics.js';
 
 /** The gateway kinds; each option says which kinds take it. */
 export type GatewayKind = 'tcp' | 'tls' | 'ws';
@@ -115,6 +116,8 @@ export interface GatewayInput {
   logger?: Logger;
   /** Library only (ws): attach to this HTTP(S) server's upgrades instead of listening. */
   server?: http.Server;
+  /** Library only: where connections are counted (default: a registry of the gateway's own). */
+  metrics?: GatewayMetrics;
 }
 
 /** Options after normalisation: complete, checked, frozen. */
@@ -147,6 +150,7 @@ export interface GatewayOptions {
   readonly staticDir: string | null;
   readonly server: http.Server | undefined;
   readonly logger: Logger;
+  readonly metrics: GatewayMetrics | undefined;
 }
 
 /** A refused option: `path` is the option's name (or its config-file path). */
@@ -177,7 +181,7 @@ export function flagOf(key: string): string {
 export const OUTBOUND_SCHEMES: Record<GatewayKind, readonly string[]> = { tcp: ['tcp'], tls: ['tls'], ws: ['ws', 'wss'] };
 
 const SPEC_BY_KEY = new Map(OPTION_SPECS.map((s) => [s.key, s]));
-const LIBRARY_ONLY = new Set(['logger', 'server']);
+const LIBRARY_ONLY = new Set(['logger', 'server', 'metrics']);
 
 /** Checks one value against its spec; returns it in its normal form. */
 function checkValue(spec: OptionSpec, value: unknown, path: string): unknown {
@@ -327,6 +331,7 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
     staticDir: values['static'] === undefined ? null : (values['static'] as string | null),
     server: input.server,
     logger: input.logger ?? silentLogger,
+    metrics: input.metrics,
   };
   Object.freeze(options.listen);
   Object.freeze(options.outboundNames);

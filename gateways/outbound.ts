@@ -22,6 +22,7 @@ import { SocketEndpoint, type Endpoint } from '../src/switch.js';
 import type { GatewayCore, ConnectionInfo } from './gateway.js';
 import { asHandshakeError } from './lifecycle.js';
 import { WebSocketEndpoint } from './ws-endpoint.js';
+import type { ListenerLabels } from './metrics.js';
 
 const OK = Buffer.from('ok');
 /** The framed `ok` answered to the local client (000000026f6b). */
@@ -80,18 +81,34 @@ export class OutboundService {
         continue;
       }
       this.servers.push(served);
+      this.core.metrics.listenerUp(this.labelsOf(name));
       this.core.logger.info({ service: name, path: served.path, transport: 'unix', role: 'outbound' }, 'listening');
     }
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.servers.map((s) => s.close()));
+    const servers = this.servers;
+    this.servers = [];
+    await Promise.all(servers.map((s) => s.close()));
+  }
+
+  /** The outbound services served now, as listeners (for /readyz and the status page). */
+  get listeners(): { transport: string; listener: string; bound: boolean }[] {
+    return this.servers.map((s) => ({ transport: 'unix', listener: `unix:${s.name}`, bound: s.server.listening }));
+  }
+
+  /** Local clients of the outbound service `name`: transport `unix`, listener `unix:<name>`. */
+  private readonly labels = new Map<string, ListenerLabels>();
+  private labelsOf(name: string): ListenerLabels {
+    let labels = this.labels.get(name);
+    if (!labels) this.labels.set(name, (labels = { transport: 'unix', listener: `unix:${name}` }));
+    return labels;
   }
 
   private onLocalClient(local: net.Socket, name: string): void {
     local.on('error', noop);
     const core = this.core;
-    const pending = core.admit(`unix:${name}`);
+    const pending = core.admit(`unix:${name}`, performance.now(), this.labelsOf(name));
     if (pending instanceof IpcError) {
       local.destroy();
       return;

@@ -10,6 +10,7 @@ import type net from 'node:net';
 import { Gateway, GatewayCore, noop, type GatewayPart, type ServeStep } from './gateway.js';
 import { nameHandshake } from './byte-client.js';
 import type { PendingConnection } from './lifecycle.js';
+import type { GatewayMetrics } from './metrics.js';
 import { ErrorCode, ipcError } from '../src/errors.js';
 import { TlsMaterial, clientIdentity, identityProblem } from './tls-material.js';
 import { normalizeGatewayOptions, type GatewayInput, type GatewayOptions } from './options.js';
@@ -28,7 +29,7 @@ export function createTlsGateway(input: GatewayInput): TlsGateway {
 export function tlsGateway(options: GatewayOptions): TlsGateway {
   const core = new GatewayCore(options);
   const material = new TlsMaterial(options.tls!, core.logger, options.handshakeTimeout + 1000);
-  const gateway = new Gateway(core, 'tls', tlsStep(material, nameHandshake(core)), certificateWatch(material, options.watchCerts));
+  const gateway = new Gateway(core, 'tls', tlsStep(material, nameHandshake(core), core.metrics), certificateWatch(material, options.watchCerts));
   return Object.assign(gateway, { material });
 }
 
@@ -78,12 +79,12 @@ function hookServer(server: tls.Server): void {
  * and calls `next` with the TLS socket (its connection info extended with `tls` facts).
  * Any failure refuses the client (closed without a byte, logged with a code).
  */
-export function tlsStep(material: TlsMaterial, next: ServeStep): ServeStep {
+export function tlsStep(material: TlsMaterial, next: ServeStep, metrics?: GatewayMetrics): ServeStep {
   hookServer(material.server);
-  return (raw, pending) => terminateTls(material, raw, pending, next);
+  return (raw, pending) => terminateTls(material, raw, pending, next, metrics);
 }
 
-function terminateTls(material: TlsMaterial, raw: net.Socket, pending: PendingConnection, next: ServeStep): void {
+function terminateTls(material: TlsMaterial, raw: net.Socket, pending: PendingConnection, next: ServeStep, metrics?: GatewayMetrics): void {
   const settings = material.settings;
   pending.stage = 'TLS handshake';
   pending.hold({ destroy: () => pendingByRaw.delete(raw) });
@@ -91,6 +92,7 @@ function terminateTls(material: TlsMaterial, raw: net.Socket, pending: PendingCo
   raw.on('close', onRawClose);
   pendingByRaw.set(raw, {
     failed(err: Error) {
+      metrics?.tlsHandshake(pending.labels, 'failed');
       pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, `TLS handshake failed: ${err.message.trim()}`, err));
     },
     secured(socket: tls.TLSSocket) {
@@ -107,9 +109,11 @@ function terminateTls(material: TlsMaterial, raw: net.Socket, pending: PendingCo
       };
       const problem = identityProblem(identity, settings);
       if (problem !== null) {
+        metrics?.tlsHandshake(pending.labels, 'refused');
         pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, problem), { tls: tlsInfo });
         return;
       }
+      metrics?.tlsHandshake(pending.labels, 'ok');
       raw.off('close', onRawClose);
       pending.info['tls'] = tlsInfo;
       // A client's FIN is forwarded as a half-close from here on, as for tcpd.

@@ -22,6 +22,7 @@ import { certificateWatch, tlsStep } from './tls.js';
 import { TlsMaterial } from './tls-material.js';
 import { PendingConnection, sendAndClose, type ConnectionInfo, type ResponseSocket } from './lifecycle.js';
 import { WebSocketEndpoint } from './ws-endpoint.js';
+import type { ListenerLabels } from './metrics.js';
 import { serveStatic } from './static-files.js';
 import { remoteOf } from './listeners.js';
 import { normalizeGatewayOptions, type GatewayInput, type GatewayOptions } from './options.js';
@@ -59,7 +60,7 @@ export function wsGateway(options: GatewayOptions): WsGateway {
   const material = options.tls ? new TlsMaterial(options.tls, core.logger, options.handshakeTimeout + 1000) : null;
   const upgrades = new WsUpgrades(core, material ? 'wss' : 'ws');
   const parts: GatewayPart[] = [upgrades, ...(material ? certificateWatch(material, options.watchCerts) : [])];
-  const step = material ? tlsStep(material, upgrades.step) : upgrades.step;
+  const step = material ? tlsStep(material, upgrades.step, core.metrics) : upgrades.step;
   const gateway = new Gateway(core, material ? 'wss' : 'ws', step, parts);
   options.server?.on('upgrade', upgrades.handleUpgrade);
   if (!options.origins.length) {
@@ -82,10 +83,13 @@ class WsUpgrades implements GatewayPart {
   private readonly alive = new WeakMap<WebSocket, { answered: boolean; info: ConnectionInfo }>();
   private pingTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Metrics labels of upgrades handed in by an application's own HTTP server. */
+  private readonly appLabels: ListenerLabels;
 
   constructor(core: GatewayCore, transport: string) {
     this.core = core;
     this.transport = transport;
+    this.appLabels = { transport, listener: 'app' };
     // ws enforces maxPayload on whole messages (fragments included) and closes with 1009.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: core.options.maxPayload, clientTracking: true });
     this.http = http.createServer((req, res) => this.onRequest(req, res));
@@ -199,7 +203,7 @@ class WsUpgrades implements GatewayPart {
       // The application's server: this request starts the connection's life here.
       const net = socket as net.Socket;
       net.on('error', noop);
-      const admitted = this.core.admit(remoteOf(net));
+      const admitted = this.core.admit(remoteOf(net), performance.now(), this.appLabels);
       if (admitted instanceof IpcError) {
         sendAndClose(net, httpResponse(503, admitted));
         return;

@@ -9,9 +9,11 @@ import type { Command } from 'commander';
 import { collect, integer, list, packageRoot } from './common.js';
 import { OPTION_SPECS, flagOf, normalizeGatewayOptions, type GatewayInput, type GatewayKind, type GatewayOptions } from '../options.js';
 import type { Logger } from '../../src/log.js';
+import type { GatewayMetrics } from '../metrics.js';
+import { addAdminOption } from './admin.js';
 
-/** What commander parsed: option values by library name, plus `logLevel`. */
-export type GatewayCliOptions = Record<string, unknown> & { logLevel?: string };
+/** What commander parsed: option values by library name, plus `logLevel` and `admin`. */
+export type GatewayCliOptions = Record<string, unknown> & { logLevel?: string; admin?: string };
 
 /** Adds every option of a `kind` gateway to `command`. */
 export function addGatewayOptions(command: Command, kind: GatewayKind): Command {
@@ -42,7 +44,7 @@ export function addGatewayOptions(command: Command, kind: GatewayKind): Command 
         command.option(`${flag} ${spec.arg}`, help);
     }
   }
-  return command.option('--log-level <level>', 'pino level: trace, debug, info, warn, error, silent (default info)');
+  return addAdminOption(command).option('--log-level <level>', 'pino level: trace, debug, info, warn, error, silent (default info)');
 }
 
 /**
@@ -54,6 +56,7 @@ export function gatewayOptionsFrom(
   opts: GatewayCliOptions,
   logger: Logger,
   env: NodeJS.ProcessEnv = process.env,
+  metrics?: GatewayMetrics,
 ): GatewayOptions {
   const input: Record<string, unknown> = {};
   for (const spec of OPTION_SPECS) {
@@ -65,5 +68,5 @@ export function gatewayOptionsFrom(
     throw new TypeError('give --listen (or set ADDRESS), or --outbound-only');
   }
   if (kind === 'ws' && (input['static'] === true || input['static'] === undefined)) input['static'] = `${packageRoot()}/web`;
-  return normalizeGatewayOptions(kind, { ...(input as GatewayInput), logger }, (key) => `--${flagOf(key)}`);
+  return normalizeGatewayOptions(kind, { ...(input as GatewayInput), logger, ...(metrics ? { metrics } : {}) }, (key) => `--${flagOf(key)}`);
 }

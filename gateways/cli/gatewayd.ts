@@ -7,6 +7,8 @@
 import { Command } from 'commander';
 import { Gatewayd, loadConfig } from '../gatewayd.js';
 import { daemonLogger, fail, stopOnSignals } from './common.js';
+import { DaemonAdmin } from './admin.js';
+import { GatewayMetrics } from '../metrics.js';
 
 const program = new Command('gatewayd')
   .description('libipc gateways (tcp, tls, ws), their outbound services and ipcd, from one configuration file')
@@ -36,14 +38,27 @@ const fileLevel = (() => {
 })();
 const logger = daemonLogger('gatewayd', opts.logLevel ?? fileLevel);
 let daemon: Gatewayd | undefined;
-stopOnSignals(logger, async () => daemon?.close(), ['SIGINT', 'SIGTERM']);
+let admin: DaemonAdmin | undefined;
+stopOnSignals(
+  logger,
+  async () => {
+    admin?.drain();
+    await daemon?.close();
+    await admin?.close();
+  },
+  ['SIGINT', 'SIGTERM'],
+);
 process.on('SIGHUP', () => {
   logger.info('SIGHUP: reloading the configuration');
   void daemon?.reload();
 });
 try {
-  daemon = new Gatewayd(loadConfig(opts.config, logger), logger);
+  const config = loadConfig(opts.config, logger);
+  const metrics = new GatewayMetrics();
+  admin = new DaemonAdmin('gatewayd', config.admin, logger, { rundir: config.rundir, gateways: () => daemon?.running ?? [] }, { registry: metrics });
+  daemon = new Gatewayd(config, logger, metrics);
   await daemon.start();
+  await admin.start();
 } catch (err) {
   fail(logger, err, 'gatewayd: cannot start');
 }

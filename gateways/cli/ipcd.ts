@@ -9,8 +9,9 @@ import { Command } from 'commander';
 import { Ipcd } from '../ipcd.js';
 import { resolveRundir } from '../../src/rundir.js';
 import { daemonLogger, fail, integer, stopOnSignals } from './common.js';
+import { DaemonAdmin, addAdminOption } from './admin.js';
 
-const program = new Command('ipcd')
+const program = addAdminOption(new Command('ipcd'))
   .description('libipc lookup service: routes clients to local or remote services (IPC_NETWORK)')
   .option('--name <name>', 'service name', 'ipc')
   .option('--rundir <dir>', 'run directory (default $RUNDIR or /tmp/.libipc-run/)')
@@ -18,19 +19,29 @@ const program = new Command('ipcd')
   .option('--max-lookups <n>', 'lookups in progress at once', integer, 1024)
   .option('--log-level <level>', 'pino level (default info)')
   .parse();
-const opts = program.opts<{ name: string; rundir?: string; lookupTimeout: number; maxLookups: number; logLevel?: string }>();
+const opts = program.opts<{ name: string; rundir?: string; lookupTimeout: number; maxLookups: number; logLevel?: string; admin?: string }>();
 const logger = daemonLogger('ipcd', opts.logLevel);
 
-const ipcd = new Ipcd({
-  rundir: opts.rundir ?? resolveRundir(),
-  name: opts.name,
-  lookupTimeout: opts.lookupTimeout,
-  maxLookups: opts.maxLookups,
-  logger,
+let ipcd: Ipcd | undefined;
+let admin: DaemonAdmin | undefined;
+stopOnSignals(logger, async () => {
+  admin?.drain();
+  await ipcd?.close();
+  await admin?.close();
 });
-stopOnSignals(logger, () => ipcd.close());
 try {
+  const rundir = opts.rundir ?? resolveRundir();
+  admin = new DaemonAdmin('ipcd', opts.admin, logger, { rundir, gateways: () => [] });
+  ipcd = new Ipcd({
+    rundir,
+    name: opts.name,
+    lookupTimeout: opts.lookupTimeout,
+    maxLookups: opts.maxLookups,
+    logger,
+    metrics: admin.metrics,
+  });
   await ipcd.start();
+  await admin.start();
 } catch (err) {
   fail(logger, err, 'ipcd: cannot start');
 }

@@ -7,21 +7,7 @@
  *   tlsd ... --ca certs/ca.pem --require-client-cert [--allow-cn NAMES] [--allow-san NAMES]
  * SIGHUP (or --watch-certs) reloads certificate, key and CA; SIGINT/SIGTERM drain and exit.
  */
-import { Command } from 'commander';
-import { tlsGateway, type TlsGateway } from '../tls.js';
-import { addGatewayOptions, gatewayOptionsFrom, type GatewayCliOptions } from './gateway-options.js';
-import { daemonLogger, fail, stopOnSignals } from './common.js';
+import { tlsGateway } from '../tls.js';
+import { runGatewayDaemon } from './run-gateway.js';
 
-const program = addGatewayOptions(new Command('tlsd').description('libipc TLS gateway: TLS clients to local libipc services'), 'tls').parse();
-const opts = program.opts<GatewayCliOptions>();
-const logger = daemonLogger('tlsd', opts.logLevel);
-
-let gateway: TlsGateway | undefined;
-stopOnSignals(logger, async () => gateway?.close(), ['SIGINT', 'SIGTERM']);
-process.on('SIGHUP', () => gateway?.material.reload());
-try {
-  gateway = tlsGateway(gatewayOptionsFrom('tls', opts, logger));
-  await gateway.listen();
-} catch (err) {
-  fail(logger, err, 'tlsd: cannot start');
-}
+await runGatewayDaemon('tlsd', 'tls', 'libipc TLS gateway: TLS clients to local libipc services', tlsGateway, (gateway) => gateway.material.reload());
