@@ -7,11 +7,17 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import tls from 'node:tls';
+import { connectIpc } from '../src/client.js';
 import { spawnCli, startPongd, type Daemon } from './helpers/daemon.js';
 import { tempDir } from './helpers/rundir.js';
 import { frame, probeEcho, RawClient, tcpSession } from './helpers/raw-client.js';
 import { adminPort, metricValue, scrape, seriesOf } from './helpers/admin.js';
+import { makeMaterial } from './helpers/tls-certs.js';
+import { openWs } from './helpers/ws-client.js';
 
 const WAIT = 15_000;
 
@@ -172,4 +178,81 @@ test('an --admin address that does not parse stops the daemon at start with the 
   const exit = await daemon.waitExit(WAIT);
   t.is(exit.code, 1);
   t.regex(daemon.stderr, /--admin: invalid listen address 'nowhere'/);
+});
+
+test('gatewayd with admin: TLS handshakes by result, WebSocket messages, ipcd lookups and reloads by result, all in one registry', async (t) => {
+  const dir = await tempDir(t, 'adm-');
+  const rundir = path.join(dir, 'run');
+  await startPongd(t, rundir);
+  const material = makeMaterial(dir);
+  const config = (allow: string) =>
+    [
+      'admin: 127.0.0.1:0',
+      'ipcd: true',
+      'gateways:',
+      '  - type: tls',
+      '    listen: 127.0.0.1:0',
+      `    cert: ${material.files.cert}`,
+      `    key: ${material.files.key}`,
+      `    allow: [${allow}]`,
+      '  - type: ws',
+      '    listen: 127.0.0.1:0',
+      `    allow: [${allow}]`,
+      '',
+    ].join('\n');
+  const file = path.join(dir, 'gatewayd.yaml');
+  writeFileSync(file, config('pong'));
+  const daemon = spawnCli(t, 'gatewayd', ['--config', file], { env: { RUNDIR: rundir } });
+  await daemon.log.waitFor((l) => l.msg === 'gatewayd started', WAIT, 'gatewayd started');
+  const admin = await adminPort(daemon);
+  const portOf = (transport: string) => daemon.log.lines.find((l) => l.msg === 'listening' && l['transport'] === transport)!['port'] as number;
+  const tlsPort = portOf('tls');
+  const wsPort = portOf('ws');
+
+  // TLS: one good client (an echo), one that fails its handshake (plain bytes).
+  const secure = tls.connect({ host: '127.0.0.1', port: tlsPort, ca: readFileSync(material.files.ca), servername: 'localhost' });
+  secure.on('error', () => undefined);
+  await once(secure, 'secureConnect');
+  secure.write('pong');
+  await once(secure, 'data');
+  secure.end();
+  const plain = await RawClient.tcp(t, tlsPort);
+  await plain.write(Buffer.from('GET / HTTP/1.0\r\n\r\n'));
+  await plain.expectEof();
+
+  // WebSocket: three messages.
+  const ws = await openWs(t, `ws://127.0.0.1:${wsPort}/pong`);
+  for (let i = 0; i < 3; i++) {
+    ws.ws.send(Buffer.from(`m${i}`));
+    await ws.next();
+  }
+
+  // ipcd: one lookup answered, one refused (no route).
+  const found = await connectIpc('pong', { rundir, network: 'pong unix://pong' });
+  found.destroy();
+  await t.throwsAsync(connectIpc('nosuch', { rundir, network: 'pong unix://pong' }));
+
+  // Reloads: a good file, then a broken one.
+  writeFileSync(file, config('pong, other'));
+  daemon.kill('SIGHUP');
+  await daemon.log.waitFor((l) => l.msg === 'reloaded', WAIT, 'reloaded');
+  writeFileSync(file, 'gateways: [');
+  daemon.kill('SIGHUP');
+  await daemon.log.waitFor((l) => String(l.msg).startsWith('reload refused'), WAIT, 'reload refused');
+
+  const text = await scrape(admin);
+  const tlsListener = `127.0.0.1:${tlsPort}`;
+  t.is(metricValue(text, 'libipc_tls_handshakes_total', { listener: tlsListener, result: 'ok' }), 1);
+  t.is(metricValue(text, 'libipc_tls_handshakes_total', { listener: tlsListener, result: 'failed' }), 1);
+  t.is(metricValue(text, 'libipc_refusals_total', { transport: 'tls', listener: tlsListener, code: 'IPC_ERR_HANDSHAKE_REFUSED' }), 1);
+  t.is(metricValue(text, 'libipc_messages_total', { transport: 'ws', listener: `127.0.0.1:${wsPort}`, service: 'pong', direction: 'in' }), 3);
+  t.is(metricValue(text, 'libipc_lookups_total', { result: 'ok' }), 1);
+  t.is(metricValue(text, 'libipc_lookups_total', { result: 'IPC_ERR_NO_ROUTE' }), 1);
+  t.is(metricValue(text, 'libipc_reloads_total', { result: 'ok' }), 1);
+  t.is(metricValue(text, 'libipc_reloads_total', { result: 'refused' }), 1);
+  const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  t.is(check.status, 0, `promtool: ${check.stdout}${check.stderr}`);
+  ws.ws.terminate();
+  daemon.kill('SIGTERM');
+  t.is((await daemon.waitExit(WAIT)).code, 0);
 });
