@@ -3,9 +3,14 @@
  * gatewayd: every gateway of one configuration file in one process (see gatewayd.example.yaml).
  *   gatewayd --config gatewayd.yaml            serve; SIGHUP reloads the file, SIGTERM drains
  *   gatewayd --check --config gatewayd.yaml    check the file and exit 0 or 1 (as haproxy -c)
+ *   gatewayd --config gatewayd.yaml --watch-config   also reload when the file changes
+ * Under systemd (systemd/gatewayd.service): sd_notify READY/RELOADING/STOPPING, and the
+ * listening sockets of gatewayd.socket (LISTEN_FDS), see gateways/gatewayd-systemd.ts.
  */
 import { Command } from 'commander';
 import { Gatewayd, loadConfig } from '../gatewayd.js';
+import { ServiceManagerLink } from '../gatewayd-systemd.js';
+import { watchConfig } from '../watch-config.js';
 import { daemonLogger, fail, stopOnSignals } from './common.js';
 
 const program = new Command('gatewayd')
@@ -13,8 +18,9 @@ const program = new Command('gatewayd')
   .requiredOption('--config <file>', 'YAML configuration file')
   .option('--check', 'check the configuration and exit (0: valid, 1: refused, with the reason)')
   .option('--log-level <level>', 'pino level (default: the file\'s log-level, else info)')
+  .option('--watch-config', 'reload when the configuration file changes (as SIGHUP does; a broken file is refused)')
   .parse();
-const opts = program.opts<{ config: string; check?: boolean; logLevel?: string }>();
+const opts = program.opts<{ config: string; check?: boolean; logLevel?: string; watchConfig?: boolean }>();
 
 if (opts.check) {
   try {
@@ -36,14 +42,28 @@ const fileLevel = (() => {
 })();
 const logger = daemonLogger('gatewayd', opts.logLevel ?? fileLevel);
 let daemon: Gatewayd | undefined;
-stopOnSignals(logger, async () => daemon?.close(), ['SIGINT', 'SIGTERM']);
+let manager: ServiceManagerLink | undefined;
+stopOnSignals(
+  logger,
+  async () => {
+    await manager?.stopping();
+    await daemon?.close();
+  },
+  ['SIGINT', 'SIGTERM'],
+);
 process.on('SIGHUP', () => {
   logger.info('SIGHUP: reloading the configuration');
-  void daemon?.reload();
+  if (daemon && manager) void manager.reload(daemon);
 });
 try {
-  daemon = new Gatewayd(loadConfig(opts.config, logger), logger);
-  await daemon.start();
+  manager = new ServiceManagerLink(logger);
+  const config = loadConfig(opts.config, logger);
+  const started = new Gatewayd(config, logger);
+  await started.start(manager.pool(config));
+  daemon = started;
 } catch (err) {
+  manager?.abandon();
   fail(logger, err, 'gatewayd: cannot start');
 }
+if (opts.watchConfig) watchConfig(opts.config, () => void manager.reload(daemon), logger);
+await manager.ready(daemon);
