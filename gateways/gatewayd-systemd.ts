@@ -2,8 +2,8 @@
  * gatewayd under a service manager: the listening sockets systemd passes (socket
  * activation, gateways/systemd.ts), and the sd_notify states around start, reloads and
  * stop (src/sd-notify.ts): READY=1 once every gateway serves, RELOADING=1 (with
- * MONOTONIC_USEC, as Type=notify-reload wants) when a reload starts and READY=1 when the
- * reloads queued behind it are all done, STOPPING=1 when a stop signal arrives.
+ * MONOTONIC_USEC, as Type=notify-reload wants) for each reload asked for and READY=1 when
+ * the reloads queued are all done, STOPPING=1 when a stop signal arrives.
  * Without NOTIFY_SOCKET and LISTEN_FDS (not run by systemd) all of it is a no-op.
  */
 import type net from 'node:net';
@@ -56,9 +56,11 @@ export class ServiceManagerLink {
 
   /** Reloads `daemon` (serialised by Gatewayd.reload), telling systemd around it. */
   reload(daemon: Gatewayd): Promise<void> {
-    if (this.pendingReloads++ === 0) {
-      void notify(`RELOADING=1\nMONOTONIC_USEC=${process.hrtime.bigint() / 1000n}\nSTATUS=reloading the configuration`);
-    }
+    // One RELOADING=1 per request, stamped now: under Type=notify-reload (systemd 253+)
+    // the manager waits for one newer than the SIGHUP it sent, even when a reload is
+    // already running. READY=1 comes once the queue is empty.
+    this.pendingReloads++;
+    void notify(`RELOADING=1\nMONOTONIC_USEC=${process.hrtime.bigint() / 1000n}\nSTATUS=reloading the configuration`);
     return daemon.reload().finally(() => {
       this.reloads++;
       if (--this.pendingReloads === 0) void notify(`READY=1\nSTATUS=${status(daemon)}; ${this.reloads} reloads`);
