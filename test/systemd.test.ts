@@ -10,6 +10,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import path from 'node:path';
 import { cliPath, REPO_ROOT } from './helpers/paths.js';
@@ -96,13 +97,20 @@ test('socket activation: passed sockets matched by name and by address serve; RE
   const rundir = path.join(dir, 'run');
   await startPongd(t, rundir);
   const notify = await notifySocket(t, `@libipc-test-${process.pid}-${path.basename(dir)}`);
-  const port = await freePort();
+  const [port, anyPort, v6Port] = [await freePort(), await freePort(), await freePort()];
   const unixPath = path.join(dir, 'gw.sock');
   const file = path.join(dir, 'gatewayd.yaml');
   // localhost:PORT is matched by its name (the bound 127.0.0.1 would not match it); the
-  // Unix socket, named after nothing in the file, by the path it is bound to.
-  writeFileSync(file, `gateways:\n  - type: tcp\n    listen: [localhost:${port}, unix:${unixPath}]\n    allow: [pong]\n`);
-  const daemon = await socketActivated(t, [`127.0.0.1:${port}`, unixPath], [`localhost_${port}`, 'web'], { RUNDIR: rundir, NOTIFY_SOCKET: notify.address }, file);
+  // others, named after nothing in the file, by the address they are bound to: a path,
+  // [::]:PORT (systemd's socket for a bare port, every interface), [::1]:PORT.
+  writeFileSync(file, `gateways:\n  - type: tcp\n    listen: [localhost:${port}, unix:${unixPath}, ${anyPort}, "[::1]:${v6Port}"]\n    allow: [pong]\n`);
+  const daemon = await socketActivated(
+    t,
+    [`127.0.0.1:${port}`, unixPath, String(anyPort), `[::1]:${v6Port}`],
+    [`localhost_${port}`, 'web', 'any', 'v6'],
+    { RUNDIR: rundir, NOTIFY_SOCKET: notify.address },
+    file,
+  );
 
   // The first client makes systemd-socket-activate exec gatewayd; it waits in the backlog.
   const first = await RawClient.unix(t, unixPath);
@@ -110,10 +118,15 @@ test('socket activation: passed sockets matched by name and by address serve; RE
   await first.expect(Buffer.from('ok'), WAIT);
   await probeEcho(first);
   await notify.waitFor('READY=1');
-  t.is(daemon.log.lines.filter((l) => l.msg === 'socket passed by systemd').length, 2);
-  t.is(daemon.log.lines.filter((l) => l.msg === 'listening' && l['kept'] === true).length, 2, 'both taken over, none bound again');
+  t.is(daemon.log.lines.filter((l) => l.msg === 'socket passed by systemd').length, 4);
+  t.is(daemon.log.lines.filter((l) => l.msg === 'listening' && l['kept'] === true).length, 4, 'all taken over, none bound again');
   const tcp = await tcpSession(t, port);
   await probeEcho(tcp);
+  for (const [p, host] of [[anyPort, '127.0.0.1'], [v6Port, '::1']] as const) {
+    const other = await tcpSession(t, p, 'pong', host);
+    await probeEcho(other);
+    other.socket.destroy();
+  }
 
   daemon.kill('SIGHUP');
   await notify.waitFor('READY=1', 2);
@@ -149,6 +162,41 @@ test('passed sockets that match no configured address are refused at start, nami
   await until(() => client.ended || client.closed || client.error !== null, 'the waiting client closed', WAIT);
   t.is(client.received, 0);
 });
+
+test('a passed descriptor that is not a listening stream socket (a file, a UDP socket) is refused at start', async (t) => {
+  const dir = await tempDir(t, 'sdn-');
+  const file = path.join(dir, 'gatewayd.yaml');
+  const port = await freePort();
+  writeFileSync(file, `gateways:\n  - type: tcp\n    listen: 127.0.0.1:${port}\n    allow: [pong]\n`);
+  // A file as descriptor 3, with LISTEN_PID set to the shell that execs gatewayd.
+  const shell = killAtTeardown(
+    t,
+    new Daemon(
+      'gatewayd',
+      spawn('/bin/sh', ['-c', 'exec 3<"$0"; LISTEN_PID=$$ LISTEN_FDS=1 exec "$1" "$2" --config "$0"', file, process.execPath, cliPath('gatewayd')], {
+        env: childEnv({ RUNDIR: path.join(dir, 'run') }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    ),
+  );
+  t.is((await shell.waitExit(WAIT)).code, 1);
+  t.regex(shell.stderr, /LISTEN_FDS: descriptor 3 is not a socket/);
+
+  // A UDP socket (systemd-socket-activate --datagram execs on the first datagram).
+  const udp = await socketActivatedDatagram(t, port, path.join(dir, 'run'), file);
+  t.is((await udp.waitExit(WAIT)).code, 1);
+  t.regex(udp.stderr, /LISTEN_FDS: descriptor 3 is not a TCP or Unix stream socket/);
+});
+
+async function socketActivatedDatagram(t: ExecutionContext, port: number, rundir: string, config: string): Promise<Daemon> {
+  const args = ['--datagram', '-l', `127.0.0.1:${port}`, '-E', `RUNDIR=${rundir}`, process.execPath, cliPath('gatewayd'), '--config', config];
+  const daemon = killAtTeardown(t, new Daemon('gatewayd', spawn('systemd-socket-activate', args, { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })));
+  await until(() => daemon.stderr.includes('as 3.') || !daemon.running, 'systemd-socket-activate listening', WAIT);
+  const sender = dgram.createSocket('udp4');
+  await new Promise<void>((resolve, reject) => sender.send('x', port, '127.0.0.1', (err) => (err ? reject(err) : resolve())));
+  sender.close();
+  return daemon;
+}
 
 test('without the addon, the states go through systemd-notify with our pid (MAINPID), in order', async (t) => {
   const dir = await tempDir(t, 'sdn-');
