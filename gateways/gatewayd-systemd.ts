@@ -7,7 +7,7 @@
  * Without NOTIFY_SOCKET and LISTEN_FDS (not run by systemd) all of it is a no-op.
  */
 import type net from 'node:net';
-import { notify, notifyMethod, setNotifyLogger, takeNotifySocket } from '../src/sd-notify.js';
+import { notify, setNotifyLogger, takeNotifySocket } from '../src/sd-notify.js';
 import type { Logger } from '../src/log.js';
 import type { GatewaydConfig } from './config.js';
 import type { Gatewayd } from './gatewayd.js';
@@ -29,7 +29,7 @@ export class ServiceManagerLink {
     this.logger = logger;
     setNotifyLogger(logger);
     takeNotifySocket();
-    this.passed = takeListenFds();
+    this.passed = takeListenFds((err, s) => logger.error({ err, fd: s.fd, bound: s.bound }, 'listener error'));
     for (const s of this.passed.sockets) logger.info({ fd: s.fd, name: s.name, bound: s.bound }, 'socket passed by systemd');
   }
 
@@ -45,7 +45,6 @@ export class ServiceManagerLink {
   /** Serving: clients that connected before the gateways took their sockets are served now. */
   ready(daemon: Gatewayd): Promise<void> {
     this.passed.flush();
-    this.logger.debug({ method: notifyMethod() }, 'sd_notify READY=1');
     return notify(`READY=1\nSTATUS=${status(daemon)}`);
   }
 

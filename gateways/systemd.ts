@@ -37,13 +37,14 @@ export class ListenFdsError extends Error {
 }
 
 /**
- * Takes the sockets systemd passed to this process, if any, and removes LISTEN_PID,
+ * Takes the sockets systemd passed to this process, if any (`onError` gets their
+ * listener errors), and removes LISTEN_PID,
  * LISTEN_FDS and LISTEN_FDNAMES from the environment (processes we start must not take
  * them as theirs). Connections that arrive before a gateway takes a socket wait in
  * {@link PassedSockets.flush}. @throws ListenFdsError when a descriptor is not a
  * listening stream socket.
  */
-export function takeListenFds(env: NodeJS.ProcessEnv = process.env, pid = process.pid): PassedSockets {
+export function takeListenFds(onError: (err: Error, socket: PassedSocket) => void, env: NodeJS.ProcessEnv = process.env, pid = process.pid): PassedSockets {
   const listenPid = env['LISTEN_PID'];
   const count = env['LISTEN_FDS'];
   const names = env['LISTEN_FDNAMES'];
@@ -58,8 +59,11 @@ export function takeListenFds(env: NodeJS.ProcessEnv = process.env, pid = proces
     const fd = SD_LISTEN_FDS_START + i;
     const bound = boundAddressOf(fd);
     const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+    const socket: PassedSocket = { fd, name: nameList[i] ?? 'unknown', bound, server };
+    // As for the sockets we bind (listeners.ts): an accept error (EMFILE) is logged, not fatal.
+    server.on('error', (err) => onError(err, socket));
     server.listen({ fd });
-    sockets.push({ fd, name: nameList[i] ?? 'unknown', bound, server });
+    sockets.push(socket);
   }
   return new PassedSockets(sockets);
 }
@@ -94,7 +98,6 @@ export class PassedSockets {
     for (const address of addresses) {
       const key = listenKey(address);
       byName.set(key.replaceAll(':', '_'), key);
-      byName.set(key, key);
       for (const bound of boundFormsOf(address)) byBound.set(bound, key);
     }
     const pool = new Map<string, net.Server>();

@@ -53,12 +53,6 @@ export function notify(state: string): Promise<void> {
   return queue;
 }
 
-/** How notifications are sent here: `none` without NOTIFY_SOCKET. */
-export function notifyMethod(): 'none' | 'addon' | 'systemd-notify' {
-  if (takeNotifySocket() === undefined) return 'none';
-  return addonWorks === false ? 'systemd-notify' : 'addon';
-}
-
 /** false once the addon was found missing (then every message uses systemd-notify). */
 let addonWorks: boolean | undefined;
 
