@@ -18,6 +18,8 @@ import { childEnv, Daemon, killAtTeardown, LoggedProcess, spawnCli, startPongd }
 import { tempDir } from './helpers/rundir.js';
 import { probeEcho, RawClient, tcpSession } from './helpers/raw-client.js';
 import { until } from './helpers/wait.js';
+import { ListenFdsError, takeListenFds } from '../gateways/systemd.js';
+import { takeNotifySocket } from '../src/sd-notify.js';
 
 const WAIT = 15_000;
 
@@ -262,4 +264,20 @@ test('the unit files pass systemd-analyze verify and its offline security check'
   t.regex(socket, /^Service=gatewayd\.service$/m);
   t.regex(service, /^Type=notify$/m);
   t.regex(service, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+});
+
+test('LISTEN_* and NOTIFY_SOCKET leave the environment once read (processes we start must not take them as theirs)', (t) => {
+  const env: NodeJS.ProcessEnv = { LISTEN_PID: '1', LISTEN_FDS: '2', LISTEN_FDNAMES: 'a:b', KEEP: 'x' };
+  t.is(takeListenFds(() => undefined, env, 12345).sockets.length, 0, 'LISTEN_PID of another process: not ours');
+  t.deepEqual(env, { KEEP: 'x' });
+  const notifyEnv: NodeJS.ProcessEnv = { NOTIFY_SOCKET: '@sd', KEEP: 'y' };
+  t.is(takeNotifySocket(notifyEnv), '@sd');
+  t.deepEqual(notifyEnv, { KEEP: 'y' });
+});
+
+test('a malformed LISTEN_FDS for our pid is refused with what was expected', (t) => {
+  const env: NodeJS.ProcessEnv = { LISTEN_PID: String(process.pid), LISTEN_FDS: 'three' };
+  const err = t.throws(() => takeListenFds(() => undefined, env), { instanceOf: ListenFdsError });
+  t.regex(err!.message, /LISTEN_FDS: expected a count of descriptors, got "three"/);
+  t.deepEqual(env, {});
 });
