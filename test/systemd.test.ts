@@ -20,6 +20,7 @@ import { probeEcho, RawClient, tcpSession } from './helpers/raw-client.js';
 import { until } from './helpers/wait.js';
 import { ListenFdsError, takeListenFds } from '../gateways/systemd.js';
 import { takeNotifySocket } from '../src/sd-notify.js';
+import { notifyDatagram } from '../src/fdpass.js';
 
 const WAIT = 15_000;
 
@@ -280,4 +281,18 @@ test('a malformed LISTEN_FDS for our pid is refused with what was expected', (t)
   const err = t.throws(() => takeListenFds(() => undefined, env), { instanceOf: ListenFdsError });
   t.regex(err!.message, /LISTEN_FDS: expected a count of descriptors, got "three"/);
   t.deepEqual(env, {});
+});
+
+test('the addon sends one datagram to a path or an abstract name; a missing socket is an error with its code', async (t) => {
+  const dir = await tempDir(t, 'sdn-');
+  for (const address of [path.join(dir, 'n.sock'), `@libipc-test-${process.pid}-direct`]) {
+    const receiver = await notifySocket(t, address);
+    t.true(notifyDatagram(address, 'READY=1\nSTATUS=a b\nX=é'));
+    await receiver.waitFor('READY=1');
+    t.deepEqual(receiver.datagrams, ['READY=1\nSTATUS=a b\nX=é']);
+  }
+  const missing = t.throws(() => notifyDatagram(path.join(dir, 'absent.sock'), 'READY=1'));
+  t.is((missing as NodeJS.ErrnoException).code, 'ENOENT');
+  const bad = t.throws(() => notifyDatagram('relative', 'READY=1'));
+  t.is((bad as NodeJS.ErrnoException).code, 'EINVAL');
 });
