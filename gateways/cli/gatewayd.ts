@@ -51,19 +51,24 @@ stopOnSignals(
   },
   ['SIGINT', 'SIGTERM'],
 );
+// A SIGHUP while starting reloads once started (the file may have changed after it was read).
+let serving = false;
+let reloadWhenServing = false;
 process.on('SIGHUP', () => {
   logger.info('SIGHUP: reloading the configuration');
-  if (daemon && manager) void manager.reload(daemon);
+  if (serving) void manager!.reload(daemon!);
+  else reloadWhenServing = true;
 });
 try {
   manager = new ServiceManagerLink(logger);
   const config = loadConfig(opts.config, logger);
-  const started = new Gatewayd(config, logger);
-  await started.start(manager.pool(config));
-  daemon = started;
+  daemon = new Gatewayd(config, logger);
+  await daemon.start(manager.pool(config));
 } catch (err) {
   manager?.abandon();
   fail(logger, err, 'gatewayd: cannot start');
 }
-if (opts.watchConfig) watchConfig(opts.config, () => void manager.reload(daemon), logger);
+serving = true;
 await manager.ready(daemon);
+if (reloadWhenServing) void manager.reload(daemon);
+if (opts.watchConfig) watchConfig(opts.config, () => void manager.reload(daemon), logger);
