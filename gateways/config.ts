@@ -182,3 +182,11 @@ function integerAt(value: unknown, at: string, min: number, max: number): number
   }
   return value;
 }
+
+/** The keys the file takes, for the JSON Schema generator (scripts/gen-schema.ts) and its test. */
+export const CONFIG_KEYS: {
+  readonly top: ReadonlySet<string>;
+  readonly perProcess: ReadonlySet<string>;
+  readonly outboundOnly: ReadonlySet<string>;
+  readonly outboundSchemes: readonly string[];
+} = { top: TOP_KEYS, perProcess: PER_PROCESS, outboundOnly: OUTBOUND_KEYS, outboundSchemes: Object.keys(KIND_OF_SCHEME) };

@@ -54,12 +54,16 @@ export class Gatewayd {
     return this.gateways;
   }
 
-  async start(): Promise<void> {
+  /**
+   * Builds and starts everything. `inherit`: listening sockets to take instead of binding
+   * (systemd's, by listen key: gateways/systemd.ts); the ones taken leave the map.
+   */
+  async start(inherit?: Map<string, net.Server>): Promise<void> {
     const { config } = this;
     this.gateways = config.gateways.map((o) => this.build(o));
     this.outbound = config.outbound.map((o) => this.build(o));
     try {
-      for (const g of [...this.outbound, ...this.gateways]) await g.listen();
+      for (const g of [...this.outbound, ...this.gateways]) await g.listen(inherit);
       if (config.ipcd) {
         this.ipcd = new Ipcd({ rundir: config.rundir, ...config.ipcd, logger: this.logger, metrics: this.metrics });
         await this.ipcd.start();

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <stddef.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -293,6 +294,39 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// notify(socketPath, message): one datagram to systemd's NOTIFY_SOCKET (sd_notify(3)
+// without libsystemd; Node has no Unix datagram sockets). A path starting with '@' is in
+// the abstract namespace. MSG_DONTWAIT: a service manager that stopped reading must not
+// block the event loop; the caller logs the EAGAIN.
+Napi::Value Notify(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsString()) {
+    Napi::TypeError::New(env, "notify(socketPath, message) takes two strings").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string message = info[1].As<Napi::String>().Utf8Value();
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  if (path.size() < 2 || path.size() >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@')) {
+    return Throw(env, EINVAL, "notify");
+  }
+  memcpy(addr.sun_path, path.data(), path.size());
+  socklen_t length = socklen_t(offsetof(sockaddr_un, sun_path) + path.size());
+  if (path[0] == '@') addr.sun_path[0] = '\0';  // abstract: no trailing NUL counted
+  else length += 1;
+  int sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) return Throw(env, errno, "socket");
+  ssize_t n;
+  do n = sendto(sock, message.data(), message.size(), MSG_NOSIGNAL | MSG_DONTWAIT,
+                reinterpret_cast<sockaddr*>(&addr), length);
+  while (n < 0 && errno == EINTR);
+  int err = n < 0 ? errno : 0;
+  close(sock);
+  if (err != 0) return Throw(env, err, "sendto");
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendFd", Napi::Function::New(env, SendFd));
   exports.Set("receiveFd", Napi::Function::New(env, ReceiveFd));
@@ -300,6 +334,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeAll", Napi::Function::New(env, WriteAll));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair));
   exports.Set("close", Napi::Function::New(env, Close));
+  exports.Set("notify", Napi::Function::New(env, Notify));
   return exports;
 }
 

@@ -35,6 +35,7 @@ interface Addon {
   writeAll(fd: number, timeoutMs: number, data: Buffer): void;
   socketPair(): [number, number];
   close(fd: number, shutdownOnly: boolean): void;
+  notify(socketPath: string, message: string): void;
 }
 
 let addon: Addon | undefined;
@@ -42,6 +43,8 @@ let addon: Addon | undefined;
 /** Loads the addon on first use, so importing this module never fails by itself. */
 function native(): Addon {
   if (addon) return addon;
+  // LIBIPC_NO_ADDON=1: behave as if the build had failed (tests of the paths without it).
+  if (process.env['LIBIPC_NO_ADDON'] === '1') throw noAddonError(new Error('LIBIPC_NO_ADDON=1'));
   const require = createRequire(import.meta.url);
   // From src/ under tsx, or from dist/src/ once compiled.
   const candidates = ['../build/Release/fdpass.node', '../../build/Release/fdpass.node'];
@@ -54,13 +57,40 @@ function native(): Addon {
       firstError ??= err;
     }
   }
-  throw ipcError(
+  throw noAddonError(firstError);
+}
+
+function noAddonError(cause: unknown): IpcError {
+  return ipcError(
     ErrorCode.FD_PASSING,
     'the fdpass addon is not built (build/Release/fdpass.node; the install warned why): descriptor passing ' +
       '(ipcd, connectIpc with IPC_NETWORK) needs it. Install a C++ toolchain (Debian: apt-get install g++ make python3), ' +
       'then run `npm rebuild libipc-gateways` (in this repository: `npm run install`)',
-    firstError,
+    cause,
   );
+}
+
+/**
+ * Sends `message` as one datagram to the Unix datagram socket `socketPath` (systemd's
+ * NOTIFY_SOCKET; `@name` is in the abstract namespace), through the addon.
+ * @returns false when the addon is not available (the caller has a fallback).
+ * @throws Error with `code` (`ENOENT`, `ECONNREFUSED`, `EAGAIN`...) when the send fails.
+ */
+export function notifyDatagram(socketPath: string, message: string): boolean {
+  let lib: Addon;
+  try {
+    lib = native();
+  } catch {
+    return false;
+  }
+  try {
+    lib.notify(socketPath, message);
+  } catch (err) {
+    const cause = err as NodeJS.ErrnoException;
+    if (typeof cause.errno === 'number') cause.code ??= errnoNames.get(cause.errno);
+    throw err;
+  }
+  return true;
 }
 
 const errnoNames = new Map<number, string>(

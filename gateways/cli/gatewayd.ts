@@ -3,9 +3,14 @@
  * gatewayd: every gateway of one configuration file in one process (see gatewayd.example.yaml).
  *   gatewayd --config gatewayd.yaml            serve; SIGHUP reloads the file, SIGTERM drains
  *   gatewayd --check --config gatewayd.yaml    check the file and exit 0 or 1 (as haproxy -c)
+ *   gatewayd --config gatewayd.yaml --watch-config   also reload when the file changes
+ * Under systemd (systemd/gatewayd.service): sd_notify READY/RELOADING/STOPPING, and the
+ * listening sockets of gatewayd.socket (LISTEN_FDS), see gateways/gatewayd-systemd.ts.
  */
 import { Command } from 'commander';
 import { Gatewayd, loadConfig } from '../gatewayd.js';
+import { ServiceManagerLink } from '../gatewayd-systemd.js';
+import { watchConfig } from '../watch-config.js';
 import { daemonLogger, fail, stopOnSignals } from './common.js';
 import { DaemonAdmin } from './admin.js';
 import { GatewayMetrics } from '../metrics.js';
@@ -15,8 +20,9 @@ const program = new Command('gatewayd')
   .requiredOption('--config <file>', 'YAML configuration file')
   .option('--check', 'check the configuration and exit (0: valid, 1: refused, with the reason)')
   .option('--log-level <level>', 'pino level (default: the file\'s log-level, else info)')
+  .option('--watch-config', 'reload when the configuration file changes (as SIGHUP does; a broken file is refused)')
   .parse();
-const opts = program.opts<{ config: string; check?: boolean; logLevel?: string }>();
+const opts = program.opts<{ config: string; check?: boolean; logLevel?: string; watchConfig?: boolean }>();
 
 if (opts.check) {
   try {
@@ -39,26 +45,39 @@ const fileLevel = (() => {
 const logger = daemonLogger('gatewayd', opts.logLevel ?? fileLevel);
 let daemon: Gatewayd | undefined;
 let admin: DaemonAdmin | undefined;
+let manager: ServiceManagerLink | undefined;
 stopOnSignals(
   logger,
   async () => {
     admin?.drain();
+    await manager?.stopping();
     await daemon?.close();
     await admin?.close();
   },
   ['SIGINT', 'SIGTERM'],
 );
+// A SIGHUP while starting reloads once started (the file may have changed after it was read).
+let serving = false;
+let reloadWhenServing = false;
 process.on('SIGHUP', () => {
   logger.info('SIGHUP: reloading the configuration');
-  void daemon?.reload();
+  if (serving) void manager!.reload(daemon!);
+  else reloadWhenServing = true;
 });
 try {
+  manager = new ServiceManagerLink(logger);
   const config = loadConfig(opts.config, logger);
   const metrics = new GatewayMetrics();
   admin = new DaemonAdmin('gatewayd', config.admin, logger, { rundir: config.rundir, gateways: () => daemon?.running ?? [] }, { registry: metrics });
   daemon = new Gatewayd(config, logger, metrics);
-  await daemon.start();
+  await daemon.start(manager.pool(config));
   await admin.start();
 } catch (err) {
+  manager?.abandon();
+  await admin?.close();
   fail(logger, err, 'gatewayd: cannot start');
 }
+serving = true;
+await manager.ready(daemon);
+if (reloadWhenServing) void manager.reload(daemon);
+if (opts.watchConfig) watchConfig(opts.config, () => void manager.reload(daemon), logger);
