@@ -13,6 +13,7 @@ import { MAX_SERVICE_NAME_LENGTH, resolveRundir, serviceNameProblem } from '../s
 import { silentLogger, type Logger } from '../src/log.js';
 import { parseListenAddress, type ListenAddress } from './listen.js';
 import type { TlsServerSettings } from './tls-material.js';
+import { DEFAULT_TRUSTED_PROXIES, TrustedProxies } from './client-address.js';
 
 /** The gateway kinds; each option says which kinds take it. */
 export type GatewayKind = 'tcp' | 'tls' | 'ws';
@@ -66,6 +67,11 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'outbound', type: 'boolean', kinds: ALL, help: 'serve the outbound Unix service(s) ipcd uses to reach remote gateways' },
   { key: 'outboundOnly', type: 'boolean', kinds: ALL, help: 'serve only the outbound Unix service (no --listen)' },
   { key: 'outboundCa', type: 'string', arg: '<file>', kinds: ALL, help: 'CA bundle to verify remote TLS gateways (default: system CAs)' },
+  { key: 'acceptProxy', type: 'boolean', kinds: ALL, help: 'read a PROXY protocol header (v1 or v2) from peers in --trusted-proxies before anything else; their connections must send one' },
+  { key: 'trustedProxies', type: 'list', arg: '<cidrs>', kinds: ALL, help: 'comma-separated addresses or CIDR ranges of the proxies trusted with --accept-proxy (wsd: giving it also trusts their Forwarded / X-Forwarded-For)', defaultText: '127.0.0.0/8,::1' },
+  { key: 'sendProxyV2', type: 'boolean', kinds: ALL, help: 'outbound: send a PROXY protocol v2 header to remote gateways (as HAProxy\'s send-proxy-v2)' },
+  { key: 'maxConnectionsPerIp', type: 'integer', min: 0, max: 10_000_000, arg: '<n>', kinds: ALL, help: 'concurrent connections per client address (the PROXY or forwarded one when given; 0: no limit)', defaultText: '0' },
+  { key: 'connectRatePerIp', type: 'integer', min: 0, max: 1_000_000, arg: '<n>', kinds: ALL, help: 'new connections per second per client address, burst as many (0: no limit)', defaultText: '0' },
   { key: 'cert', type: 'string', arg: '<file>', kinds: TLS, help: 'PEM certificate chain (wsd: turns on wss)' },
   { key: 'key', type: 'string', arg: '<file>', kinds: TLS, help: 'PEM private key' },
   { key: 'ca', type: 'string', arg: '<file>', kinds: TLS, help: 'PEM CA bundle client certificates must chain to' },
@@ -99,6 +105,11 @@ export interface GatewayInput {
   outbound?: boolean;
   outboundOnly?: boolean;
   outboundCa?: string;
+  acceptProxy?: boolean;
+  trustedProxies?: readonly string[] | string;
+  sendProxyV2?: boolean;
+  maxConnectionsPerIp?: number;
+  connectRatePerIp?: number;
   cert?: string;
   key?: string;
   ca?: string;
@@ -139,6 +150,15 @@ export interface GatewayOptions {
   readonly outboundRequired: boolean;
   readonly outboundSchemes: readonly string[];
   readonly outboundCa: string | undefined;
+  /** Read a PROXY header from trusted peers first. */
+  readonly acceptProxy: boolean;
+  /** Peers trusted with PROXY headers (and, with {@link trustForwarded}, forwarding headers). */
+  readonly trustedProxies: TrustedProxies;
+  /** --trusted-proxies was given: wsd reads Forwarded / X-Forwarded-For from trusted peers. */
+  readonly trustForwarded: boolean;
+  readonly sendProxyV2: boolean;
+  readonly maxConnectionsPerIp: number;
+  readonly connectRatePerIp: number;
   readonly tls: TlsServerSettings | undefined;
   readonly watchCerts: boolean;
   readonly text: boolean;
@@ -298,6 +318,13 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
   }
 
   const tlsSettings = tlsFrom(kind, values, at);
+  const trustedList = values['trustedProxies'] as string[] | undefined;
+  let trustedProxies: TrustedProxies;
+  try {
+    trustedProxies = new TrustedProxies(trustedList ?? DEFAULT_TRUSTED_PROXIES);
+  } catch (err) {
+    throw new OptionsError(at('trustedProxies'), 'addresses or CIDR ranges (10.0.0.0/8, ::1)', trustedList);
+  }
   const name = values['name'] as string[] | undefined;
   const integer = (key: string, fallback: number) => (values[key] as number | undefined) ?? fallback;
   const options: GatewayOptions = {
@@ -319,6 +346,12 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
     outboundRequired: outboundOnly || !!name?.length,
     outboundSchemes: OUTBOUND_SCHEMES[kind],
     outboundCa: values['outboundCa'] as string | undefined,
+    acceptProxy: values['acceptProxy'] === true,
+    trustedProxies,
+    trustForwarded: trustedList !== undefined,
+    sendProxyV2: values['sendProxyV2'] === true,
+    maxConnectionsPerIp: integer('maxConnectionsPerIp', 0),
+    connectRatePerIp: integer('connectRatePerIp', 0),
     tls: tlsSettings,
     watchCerts: values['watchCerts'] === true,
     text: values['text'] === true,
