@@ -4,6 +4,10 @@
  * bound with 10,000 distinct addresses, slots given back, the token bucket).
  */
 import test from 'ava';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ConfigError, loadConfig } from '../gateways/config.js';
+import { tempDir } from './helpers/rundir.js';
 import { DEFAULT_TRUSTED_PROXIES, TrustedProxies, forwardedClient } from '../gateways/client-address.js';
 import { PerIpLimits } from '../gateways/per-ip.js';
 import { IpcError } from '../src/errors.js';
@@ -139,4 +143,25 @@ test('an entry whose bucket is not full again is kept by the sweep (the rate is 
   limits.sweep();
   t.is(limits.size, 0);
   limits.stop();
+});
+
+test('gatewayd config: the new flags are keys of a gateway, send-proxy-v2 a key of outbound', async (t) => {
+  const dir = await tempDir(t);
+  const file = path.join(dir, 'gatewayd.yaml');
+  const gateway = `gateways:\n  - type: tcp\n    listen: 127.0.0.1:0\n    allow: [pong]\n`;
+  writeFileSync(
+    file,
+    `outbound:\n  tcp:\n    send-proxy-v2: true\n${gateway}    accept-proxy: true\n    trusted-proxies: 10.0.0.0/8, ::1\n    max-connections-per-ip: 3\n    connect-rate-per-ip: 7\n`,
+  );
+  const config = loadConfig(file);
+  const options = config.gateways[0]!;
+  t.true(options.acceptProxy);
+  t.deepEqual(options.trustedProxies.ranges, ['10.0.0.0/8', '::1']);
+  t.is(options.maxConnectionsPerIp, 3);
+  t.is(options.connectRatePerIp, 7);
+  t.true(config.outbound[0]!.sendProxyV2);
+  writeFileSync(file, `${gateway}    trusted-proxies: [10.0.0.0/40]\n`);
+  t.throws(() => loadConfig(file), { instanceOf: ConfigError, message: /gateways\[0\]\.trusted-proxies: expected addresses or CIDR ranges/ });
+  writeFileSync(file, `${gateway}    send-proxy-v2: true\n`);
+  t.throws(() => loadConfig(file), { instanceOf: ConfigError, message: /gateways\[0\]\.send-proxy-v2: expected the outbound side under the top-level outbound/ });
 });
