@@ -84,6 +84,8 @@ export function parseProxyHeader(bytes: Buffer): ProxyParse {
 function parseV1(bytes: Buffer): ProxyParse {
   const window = bytes.subarray(0, V1_MAX_LENGTH);
   const cr = window.indexOf(0x0d);
+  const lf = window.indexOf(0x0a);
+  if (lf !== -1 && (cr === -1 || lf < cr)) return invalid('v1 line: LF without CR');
   if (cr === -1) return bytes.length >= V1_MAX_LENGTH ? invalid(`v1 line longer than ${V1_MAX_LENGTH} bytes`) : MORE;
   if (cr + 1 >= window.length) return bytes.length >= V1_MAX_LENGTH ? invalid(`v1 line longer than ${V1_MAX_LENGTH} bytes`) : MORE;
   if (window[cr + 1] !== 0x0a) return invalid('v1 line: CR not followed by LF');

@@ -193,6 +193,7 @@ test('malformed v1 lines are invalid, each with its reason', (t) => {
   t.regex(reasonOf(t, Buffer.from(`${long}\r\n`)), /longer than 107/);
   t.regex(reasonOf(t, Buffer.from('PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n')), /expected PROXY/);
   t.regex(reasonOf(t, Buffer.from('PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\x00')), /CR not followed by LF/);
+  t.regex(reasonOf(t, Buffer.from('PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n')), /LF without CR/);
   t.regex(reasonOf(t, Buffer.from('PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n')), /unknown protocol/);
   t.regex(reasonOf(t, Buffer.from('PROXY TCP4 ::1 ::2 1 2\r\n')), /not IPv4/);
   t.regex(reasonOf(t, Buffer.from('PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n')), /bad port/);

@@ -21,6 +21,7 @@ import { frame, pause, probeEcho, PROBE, RawClient, WAIT } from './helpers/raw-c
 import { tempDir, tempRundir } from './helpers/rundir.js';
 import { startFrameService } from './helpers/services.js';
 import { makeMaterial } from './helpers/tls-certs.js';
+import { spawnCli, startPongd, startTcpd } from './helpers/daemon.js';
 
 interface Running {
   gateway: Gateway;
@@ -416,18 +417,20 @@ test('many distinct PROXY addresses: the per-IP table empties once they are gone
 // ---------------------------------------------------------------------------------------
 // PROXY v2 out
 
-test('--send-proxy-v2: tcp, tls and ws outbound connections start with a v2 UNIX header the far gateway reads', async (t) => {
+test('--send-proxy-v2: tcp, tls, ws and wss outbound connections start with a v2 UNIX header the far gateway reads', async (t) => {
   const material = makeMaterial(await tempDir(t));
   const tlsFiles = { cert: material.files.cert, key: material.files.key };
   const far = {
     tcp: await start(t, { acceptProxy: true }),
     tls: await start(t, { acceptProxy: true, ...tlsFiles }, 'tls'),
     ws: await start(t, { acceptProxy: true, static: false }, 'ws'),
+    wss: await start(t, { acceptProxy: true, static: false, ...tlsFiles }, 'ws'),
   };
-  for (const scheme of ['tcp', 'tls', 'ws'] as const) {
+  const kindOf = { tcp: 'tcp', tls: 'tls', ws: 'ws', wss: 'ws' } as const;
+  for (const scheme of ['tcp', 'tls', 'ws', 'wss'] as const) {
     const localRundir = await tempRundir(t);
-    const extra = scheme === 'tls' ? { ...tlsFiles, outboundCa: material.files.ca } : {};
-    await start(t, { listen: [], allow: undefined, outboundOnly: true, sendProxyV2: true, ...extra }, scheme, localRundir);
+    const extra = scheme === 'tls' ? { ...tlsFiles, outboundCa: material.files.ca } : scheme === 'wss' ? { outboundCa: material.files.ca } : {};
+    await start(t, { listen: [], allow: undefined, outboundOnly: true, sendProxyV2: true, ...extra }, kindOf[scheme], localRundir);
     const servicePath = path.join(localRundir, scheme);
     const local = await RawClient.unix(t, servicePath);
     await local.write(frame(`${scheme}://127.0.0.1:${far[scheme].port}/pong`));
@@ -439,4 +442,23 @@ test('--send-proxy-v2: tcp, tls and ws outbound connections start with a v2 UNIX
     t.is(line['proxyPath'], servicePath, scheme);
     t.regex(String(line['peer']), /^127\.0\.0\.1:\d+$/, 'the TCP peer address is kept');
   }
+});
+
+test('spawned: tcpd --outbound-only --send-proxy-v2 into tcpd --accept-proxy, whose log names the relay', async (t) => {
+  const farRundir = await tempRundir(t);
+  await startPongd(t, farRundir);
+  const far = await startTcpd(t, farRundir, ['--listen', '127.0.0.1:0', '--allow', 'pong', '--accept-proxy', '--no-outbound']);
+  const localRundir = await tempRundir(t);
+  const near = spawnCli(t, 'tcpd', ['--outbound-only', '--send-proxy-v2'], { env: { RUNDIR: localRundir } });
+  await near.listening((l) => l['role'] === 'outbound');
+  const servicePath = path.join(localRundir, 'tcp');
+  const local = await RawClient.unix(t, servicePath);
+  await local.write(frame(`tcp://127.0.0.1:${far.port}/pong`));
+  await local.expect(frame('ok'));
+  await probeEcho(local);
+  await endCleanly(local);
+  const line = await far.daemon.log.waitFor(byMsg('connection closed'), WAIT, 'teardown at the far tcpd');
+  t.is(line['proxy'], 'unix');
+  t.is(line['proxyPath'], servicePath);
+  t.is(line['service'], 'pong');
 });
