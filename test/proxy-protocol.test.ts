@@ -462,3 +462,20 @@ test('spawned: tcpd --outbound-only --send-proxy-v2 into tcpd --accept-proxy, wh
   t.is(line['proxyPath'], servicePath);
   t.is(line['service'], 'pong');
 });
+
+test('the PROXY step and per-IP admission run once per connection, not per message', async (t) => {
+  const gw = await start(t, { acceptProxy: true, maxConnectionsPerIp: 10, connectRatePerIp: 10 });
+  const perIp = gw.gateway.core.perIp!;
+  let acquired = 0;
+  const acquire = perIp.acquire.bind(perIp);
+  perIp.acquire = (address: string) => {
+    acquired++;
+    return acquire(address);
+  };
+  const client = await proxiedSession(t, gw.port, v2('192.0.2.99'));
+  t.is(gw.gateway.core.table.pendingCount, 0, 'switched');
+  for (let i = 0; i < 200; i++) await probeEcho(client);
+  await endCleanly(client);
+  await gw.log.waitFor(byMsg('connection closed', '192.0.2.99:4242'), WAIT, 'teardown');
+  t.is(acquired, 1);
+});
