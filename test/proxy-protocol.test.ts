@@ -98,6 +98,15 @@ test('v1 header, name and a frame in one write: the client address is the header
   t.is(line['messagesIn'], 1);
 });
 
+test('fixed target: the first frame in the header\'s segment reaches the service', async (t) => {
+  const gw = await start(t, { acceptProxy: true, allow: undefined, service: 'pong' });
+  const client = await RawClient.tcp(t, gw.port);
+  await client.write(Buffer.concat([v2('192.0.2.77', 7700), Buffer.from(PROBE, 'hex')]));
+  await client.expect(PROBE);
+  await endCleanly(client);
+  t.truthy(await gw.log.waitFor(byMsg('connection closed', '192.0.2.77:7700'), WAIT, 'teardown'));
+});
+
 test('v2 IPv6 header split over one write per byte, then the name', async (t) => {
   const gw = await start(t, { acceptProxy: true });
   const client = await RawClient.tcp(t, gw.port);
