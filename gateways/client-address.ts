@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import type http from 'node:http';
+import { canonicalIpv6 } from './proxy-protocol.js';
 
 /** The default of --trusted-proxies: the loopback addresses. */
 export const DEFAULT_TRUSTED_PROXIES: readonly string[] = ['127.0.0.0/8', '::1'];
@@ -118,7 +119,8 @@ function parseNode(text: string): { address: string; port: number | undefined } 
   }
   const port = portText === undefined ? undefined : Number(portText);
   if (port !== undefined && port > 65535) return null;
-  return { address: unmapIpv4(address), port };
+  const plain = unmapIpv4(address);
+  return { address: net.isIPv6(plain) ? canonicalIpv6(plain) : plain, port };
 }
 
 /** `host:port` (IPv6 in brackets), or the bare address without a port: as the logs' `peer`. */

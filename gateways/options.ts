@@ -281,6 +281,10 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
     values[key] = checkValue(spec, value, at(key));
   }
   if (input.server !== undefined && kind !== 'ws') throw new OptionsError(at('server'), 'an option of a ws gateway', 'server');
+  // The application's HTTP server reads its connections itself: a PROXY header would reach its parser.
+  if (input.server !== undefined && values['acceptProxy'] === true) {
+    throw new OptionsError(at('acceptProxy'), 'no accept-proxy with server (the application\'s server reads the connection first)', true);
+  }
 
   const listen = (values['listen'] as ListenAddress[] | undefined) ?? [];
   const seen = new Set<string>();

@@ -99,6 +99,9 @@ function parseV1(bytes: Buffer): ProxyParse {
   if (family === null) return invalid(`v1 line: unknown protocol ${JSON.stringify(proto.slice(0, 16))}`);
   const check = family === 'IPv4' ? net.isIPv4 : net.isIPv6;
   if (!check(src) || !check(dst)) return invalid(`v1 line: addresses are not ${family}`);
+  // One spelling per address (v1 text may be `2001:DB8:0::1`): logs and per-IP keys agree.
+  const source = family === 'IPv6' ? canonicalIpv6(src) : src;
+  const destination = family === 'IPv6' ? canonicalIpv6(dst) : dst;
   const sourcePort = v1Port(sport);
   const destinationPort = v1Port(dport);
   if (sourcePort === null || destinationPort === null) return invalid('v1 line: bad port');
@@ -108,8 +111,8 @@ function parseV1(bytes: Buffer): ProxyParse {
       version: 1,
       length,
       kind: 'proxy',
-      source: { address: src, port: sourcePort, family },
-      destination: { address: dst, port: destinationPort, family },
+      source: { address: source, port: sourcePort, family },
+      destination: { address: destination, port: destinationPort, family },
     },
   };
 }
@@ -184,7 +187,12 @@ function ipv4(body: Buffer, at: number): string {
 function ipv6(body: Buffer, at: number): string {
   const groups: string[] = [];
   for (let i = 0; i < 8; i++) groups.push(body.readUInt16BE(at + 2 * i).toString(16));
-  return new net.SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address;
+  return canonicalIpv6(groups.join(':'));
+}
+
+/** An IPv6 address in its canonical text (SocketAddress compresses zeros, lowercases). */
+export function canonicalIpv6(address: string): string {
+  return new net.SocketAddress({ address, family: 'ipv6' }).address;
 }
 
 function unixPath(body: Buffer, at: number): string {

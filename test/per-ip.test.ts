@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { writeFileSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { ConfigError, loadConfig } from '../gateways/config.js';
 import { tempDir } from './helpers/rundir.js';
@@ -44,6 +45,9 @@ test('--trusted-proxies with a bad range is an options error naming the option',
   const options = normalizeGatewayOptions('ws', { listen: 0, service: 'pong' });
   t.false(options.trustForwarded, 'the default trusts PROXY headers from loopback, not forwarding headers');
   t.true(normalizeGatewayOptions('ws', { listen: 0, service: 'pong', trustedProxies: '127.0.0.1' }).trustForwarded);
+  const server = http.createServer();
+  const withServer = t.throws(() => normalizeGatewayOptions('ws', { server, service: 'pong', acceptProxy: true }), { instanceOf: OptionsError });
+  t.is(withServer?.path, 'acceptProxy');
 });
 
 test('forwarding headers: the first untrusted address from the right; garbage gives nothing', (t) => {
@@ -62,6 +66,7 @@ test('forwarding headers: the first untrusted address from the right; garbage gi
     port: 4711,
     header: 'forwarded',
   });
+  t.is(forwardedClient({ 'x-forwarded-for': '2001:DB8:0:0::1' }, trusted)?.address, '2001:db8::1', 'one spelling per address');
   t.is(forwardedClient({ forwarded: 'for=unknown' }, trusted), null);
   t.is(forwardedClient({ forwarded: 'for=_hidden, for=10.0.0.1' }, trusted)?.address, undefined);
   t.is(forwardedClient({ 'x-forwarded-for': '203.0.113.5, <script>' }, trusted), null);

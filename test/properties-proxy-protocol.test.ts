@@ -43,8 +43,8 @@ const v1Tcp6 = fc.tuple(fc.ipV6(), fc.ipV6(), port, port).map(([s, d, sp, dp]): 
   expected: {
     version: 1,
     kind: 'proxy',
-    source: { address: s, port: sp, family: 'IPv6' },
-    destination: { address: d, port: dp, family: 'IPv6' },
+    source: { address: canonical6(s), port: sp, family: 'IPv6' },
+    destination: { address: canonical6(d), port: dp, family: 'IPv6' },
   },
 }));
 

@@ -396,12 +396,12 @@ test('on a unix: listener per-IP limits apply only to PROXY addresses', async (t
   const line = await proxied.log.waitFor(byMsg('connection refused', '192.0.2.44:2'), WAIT, 'refusal');
   t.is(codeOf(line), 'IPC_ERR_TOO_MANY_CONNECTIONS_PER_IP');
   // LOCAL (no address) over Unix: not limited.
-  for (let i = 0; i < 2; i++) await probeEcho(await (async () => {
-    const c = await RawClient.unix(t, proxiedPath);
-    await c.write(Buffer.concat([encodeProxyV2({ kind: 'local' }), Buffer.from('pong')]));
-    await c.expect(Buffer.from('ok'));
-    return c;
-  })());
+  for (let i = 0; i < 2; i++) {
+    const local = await RawClient.unix(t, proxiedPath);
+    await local.write(Buffer.concat([encodeProxyV2({ kind: 'local' }), Buffer.from('pong')]));
+    await local.expect(Buffer.from('ok'));
+    await probeEcho(local);
+  }
   await probeEcho(first);
 });
 
