@@ -244,6 +244,21 @@ test('tlsd: the header comes before the ClientHello', async (t) => {
   t.regex(String(line['proxiedBy']), /^127\.0\.0\.1:/);
 });
 
+test('tlsd and wsd with --accept-proxy serve an untrusted peer that sends no header (its ClientHello or request goes on)', async (t) => {
+  const material = makeMaterial(await tempDir(t));
+  const tlsGw = await start(t, { acceptProxy: true, trustedProxies: ['10.0.0.0/8'], cert: material.files.cert, key: material.files.key }, 'tls');
+  const secure = tls.connect({ host: '127.0.0.1', port: tlsGw.port, ca: material.ca.cert, servername: 'localhost' });
+  t.teardown(() => secure.destroy());
+  await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+  secure.write(Buffer.from('pong'));
+  t.is((await new Promise<Buffer>((resolve) => secure.once('data', resolve))).toString(), 'ok');
+  secure.end();
+  const wsGw = await start(t, { acceptProxy: true, trustedProxies: ['10.0.0.0/8'], static: false }, 'ws');
+  const { ws, status } = await openWs(wsGw.port);
+  t.is(status, 101);
+  await wsEcho(t, ws);
+});
+
 /** Opens a WebSocket to `port`/pong; `header` first on the TCP connection when given. Resolves on open or refusal status. */
 function openWs(port: number, options: { header?: Buffer; headers?: Record<string, string> } = {}): Promise<{ ws: WebSocket; status: number }> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/pong`, {
