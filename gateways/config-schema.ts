@@ -95,7 +95,11 @@ function topLevelProperties(): Schema {
       { type: 'null' },
       {
         type: 'object',
-        properties: { 'outbound-ca': valueSchema(spec('outbound-ca')), name: { description: 'the outbound service name (default: the scheme)', type: 'string', minLength: 1 } },
+        properties: {
+          'outbound-ca': valueSchema(spec('outbound-ca')),
+          name: { description: 'the outbound service name (default: the scheme)', type: 'string', minLength: 1 },
+          'send-proxy-v2': valueSchema(spec('send-proxy-v2')),
+        },
         additionalProperties: false,
       },
     ],

@@ -45,7 +45,7 @@ const TOP_KEYS = new Set(['rundir', 'workers', 'drain-timeout', 'log-level', 'ad
 /** Keys of the process, not of one gateway. */
 const PER_PROCESS = new Set(['rundir', 'drain-timeout', 'workers', 'log-level', 'admin']);
 /** The outbound side is declared once per process, under `outbound:`. */
-const OUTBOUND_KEYS = new Set(['outbound', 'outbound-only', 'name', 'outbound-ca']);
+const OUTBOUND_KEYS = new Set(['outbound', 'outbound-only', 'name', 'outbound-ca', 'send-proxy-v2']);
 const KIND_OF_SCHEME: Record<string, GatewayKind> = { tcp: 'tcp', tls: 'tls', ws: 'ws', wss: 'ws' };
 const KEY_OF_FLAG = new Map(OPTION_SPECS.map((s) => [flagOf(s.key), s.key]));
 
@@ -128,11 +128,13 @@ function checkConfig(file: string, root: unknown, logger: Logger | undefined): G
     const kind = KIND_OF_SCHEME[scheme];
     if (kind === undefined) throw new OptionsError(at, 'one of tcp, tls, ws, wss', scheme);
     const map = flags ?? {};
-    if (!isMap(map)) throw new OptionsError(at, 'a map of flags (outbound-ca, name)', flags);
+    if (!isMap(map)) throw new OptionsError(at, 'a map of flags (outbound-ca, name, send-proxy-v2)', flags);
     const input: Record<string, unknown> = { outboundOnly: true, outbound: true, name: [scheme] };
+    const keyOf: Record<string, string> = { 'outbound-ca': 'outboundCa', name: 'name', 'send-proxy-v2': 'sendProxyV2' };
     for (const [flag, value] of Object.entries(map)) {
-      if (flag !== 'outbound-ca' && flag !== 'name') throw new OptionsError(`${at}.${flag}`, 'outbound-ca or name', `unknown key ${flag}`);
-      input[flag === 'name' ? 'name' : 'outboundCa'] = flag === 'name' ? [value] : value;
+      const key = keyOf[flag];
+      if (key === undefined) throw new OptionsError(`${at}.${flag}`, 'outbound-ca, name or send-proxy-v2', `unknown key ${flag}`);
+      input[key] = flag === 'name' ? [value] : value;
     }
     // The outbound side of a gateway kind, with no listener (and no TLS material of its own).
     const options = normalizeGatewayOptions(kind === 'tls' ? 'tcp' : kind, { ...input, ...common }, (key) => `${at}.${flagOf(key)}`);

@@ -21,6 +21,8 @@ import type { ListenAddress } from './listen.js';
 import { bindAll, closeAll, remoteOf } from './listeners.js';
 import { OutboundService } from './outbound.js';
 import { GatewayMetrics, type ListenerLabels } from './metrics.js';
+import { PerIpLimits } from './per-ip.js';
+import { clientAddressSteps } from './proxy-step.js';
 
 export type { ConnectionInfo } from './lifecycle.js';
 
@@ -41,6 +43,8 @@ export class GatewayCore {
   readonly metrics: GatewayMetrics;
   /** Labels of connections handed in without a listener (admit without labels). */
   private readonly externalLabels: ListenerLabels;
+  /** Per-IP limits, or null when none is set. */
+  readonly perIp: PerIpLimits | null;
 
   constructor(options: GatewayOptions) {
     this.options = options;
@@ -49,6 +53,8 @@ export class GatewayCore {
     this.externalLabels = { transport: options.kind, listener: 'external' };
     this.table = new ConnectionTable(options.handshakeTimeout);
     this.fixedPath = options.service === undefined ? null : servicePath(options.service, options.rundir);
+    const { maxConnectionsPerIp, connectRatePerIp } = options;
+    this.perIp = maxConnectionsPerIp > 0 || connectRatePerIp > 0 ? new PerIpLimits(maxConnectionsPerIp, connectRatePerIp) : null;
   }
 
   /** Number of live client connections (in their handshakes or switched). */
@@ -84,6 +90,22 @@ export class GatewayCore {
     metrics.handshakeStarted(labels);
     pending.onSettle = () => metrics.handshakeEnded(labels);
     return pending;
+  }
+
+  /**
+   * Per-IP admission of `pending` by its client address (`pending.clientAddress`, known
+   * once a PROXY or forwarding header was read), once per connection: returns the refusal
+   * for the caller to report through `pending.refuse`, or null. The slot it takes is given
+   * back when the connection is gone, whatever ends it.
+   */
+  admitAddress(pending: PendingConnection): IpcError | null {
+    if (pending.addressAdmitted) return null;
+    pending.addressAdmitted = true;
+    if (this.perIp === null || pending.clientAddress === undefined) return null;
+    const slot = this.perIp.acquire(pending.clientAddress);
+    if (slot instanceof IpcError) return slot;
+    pending.whenGone(slot);
+    return null;
   }
 
   /** The one refusal line: expected refusals are coded, so every line carries `code`. */
@@ -202,12 +224,13 @@ export class GatewayCore {
    * closed with `IPC_ERR_SHUTDOWN`. Resolves when none is left.
    */
   close(): Promise<void> {
-    return this.table.close(this.options.drainTimeout);
+    return this.table.close(this.options.drainTimeout).then(() => this.perIp?.stop());
   }
 
   /** Closes every connection now. */
   destroy(): void {
     this.table.destroy();
+    this.perIp?.stop();
   }
 }
 
@@ -262,12 +285,13 @@ export class Gateway {
   constructor(core: GatewayCore, transport: string, serve: ServeStep, parts: readonly GatewayPart[] = []) {
     this.core = core;
     this.transport = transport;
-    this.serve = serve;
+    // [PROXY header] and per-IP admission first, once per connection.
+    this.serve = clientAddressSteps(core, serve);
     this.parts = parts;
-    const { outboundNames, outboundSchemes, outboundCa } = core.options;
+    const { outboundNames, outboundSchemes, outboundCa, sendProxyV2 } = core.options;
     this.outbound =
       outboundNames.length > 0
-        ? new OutboundService(core, { names: outboundNames, schemes: outboundSchemes, ...(outboundCa ? { ca: outboundCa } : {}) })
+        ? new OutboundService(core, { names: outboundNames, schemes: outboundSchemes, sendProxyV2, ...(outboundCa ? { ca: outboundCa } : {}) })
         : null;
   }
 
@@ -310,6 +334,7 @@ export class Gateway {
       return;
     }
     pending.hold(socket);
+    pending.clientAddress = socket.remoteAddress;
     this.serve(socket, pending);
   };
 

@@ -146,7 +146,7 @@ export class Gatewayd {
 }
 
 function outboundKey(o: GatewayOptions): string {
-  return `${o.outboundNames.join(',')}|${o.outboundSchemes.join(',')}|${o.outboundCa ?? ''}`;
+  return `${o.outboundNames.join(',')}|${o.outboundSchemes.join(',')}|${o.outboundCa ?? ''}|${o.sendProxyV2}`;
 }
 
 export { loadConfig };

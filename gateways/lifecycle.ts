@@ -52,6 +52,8 @@ export class ConnectionTable {
   private closed: Promise<void> | null = null;
   private drained: (() => void) | null = null;
   private drainTimer: NodeJS.Timeout | null = null;
+  /** What runs when a connection is gone for good (per-IP slots): moved along at a hand-over. */
+  private readonly finalizers = new Map<Tracked, Array<() => void>>();
 
   /** @param handshakeTimeout the deadline length, which sets how often the sweep runs. */
   constructor(handshakeTimeout: number) {
@@ -80,6 +82,11 @@ export class ConnectionTable {
   delete(item: Tracked): void {
     if (!this.live.delete(item)) return;
     if (item instanceof PendingConnection) this.pending.delete(item);
+    const finalizers = this.finalizers.get(item);
+    if (finalizers !== undefined) {
+      this.finalizers.delete(item);
+      for (const fn of finalizers) fn();
+    }
     if (this.live.size === 0 && this.drained) this.drained();
   }
 
@@ -100,7 +107,26 @@ export class ConnectionTable {
    */
   replace(from: PendingConnection, to: Tracked): void {
     this.live.add(to);
+    const finalizers = this.finalizers.get(from);
+    if (finalizers !== undefined) {
+      this.finalizers.delete(from);
+      this.finalizers.set(to, finalizers);
+    }
     this.delete(from);
+  }
+
+  /**
+   * Runs `fn` once `item` is gone: deleted from the table (refused, ended, its switch
+   * closed), or at once if it is not live. A hand-over ({@link replace}) passes it on.
+   */
+  whenGone(item: Tracked, fn: () => void): void {
+    if (!this.live.has(item)) {
+      fn();
+      return;
+    }
+    const list = this.finalizers.get(item);
+    if (list === undefined) this.finalizers.set(item, [fn]);
+    else list.push(fn);
   }
 
   private sweep(): void {
@@ -174,6 +200,14 @@ export class PendingConnection implements Tracked {
   readonly acceptedAt: number;
   /** What is being waited for, for the timeout message (`name handshake`, `TLS handshake`...). */
   stage = 'handshake';
+  /**
+   * The client's IP address (no port), for per-IP limits: the TCP peer's at accept, the
+   * PROXY or forwarded one once known; undefined for a Unix client without a PROXY header.
+   * `info.peer` is the same address as logged (with its port).
+   */
+  clientAddress: string | undefined = undefined;
+  /** Set once per-IP admission ran for {@link clientAddress} (it runs once per connection). */
+  addressAdmitted = false;
   private readonly table: ConnectionTable;
   private readonly report: RefusalReporter;
   private readonly timeout: number;
@@ -192,6 +226,14 @@ export class PendingConnection implements Tracked {
     this.deadline = start + timeout;
     this.report = report;
     table.watch(this);
+  }
+
+  /**
+   * Runs `fn` once the connection is gone for good, whatever the path: refused (deadline
+   * included), ended, or handed over and its switch closed.
+   */
+  whenGone(fn: () => void): void {
+    this.table.whenGone(this, fn);
   }
 
   /** True once handed over or refused. */

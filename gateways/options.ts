@@ -14,6 +14,7 @@ import { silentLogger, type Logger } from '../src/log.js';
 import { parseListenAddress, type ListenAddress } from './listen.js';
 import type { TlsServerSettings } from './tls-material.js';
 import type { GatewayMetrics } from './metrics.js';
+import { DEFAULT_TRUSTED_PROXIES, TrustedProxies } from './client-address.js';
 
 /** The gateway kinds; each option says which kinds take it. */
 export type GatewayKind = 'tcp' | 'tls' | 'ws';
@@ -67,6 +68,11 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'outbound', type: 'boolean', kinds: ALL, help: 'serve the outbound Unix service(s) ipcd uses to reach remote gateways' },
   { key: 'outboundOnly', type: 'boolean', kinds: ALL, help: 'serve only the outbound Unix service (no --listen)' },
   { key: 'outboundCa', type: 'string', arg: '<file>', kinds: ALL, help: 'CA bundle to verify remote TLS gateways (default: system CAs)' },
+  { key: 'acceptProxy', type: 'boolean', kinds: ALL, help: 'read a PROXY protocol header (v1 or v2) from peers in --trusted-proxies before anything else; their connections must send one' },
+  { key: 'trustedProxies', type: 'list', arg: '<cidrs>', kinds: ALL, help: 'comma-separated addresses or CIDR ranges of the proxies trusted with --accept-proxy (wsd: giving it also trusts their Forwarded / X-Forwarded-For)', defaultText: '127.0.0.0/8,::1' },
+  { key: 'sendProxyV2', type: 'boolean', kinds: ALL, help: 'outbound: send a PROXY protocol v2 header to remote gateways (as HAProxy\'s send-proxy-v2)' },
+  { key: 'maxConnectionsPerIp', type: 'integer', min: 0, max: 10_000_000, arg: '<n>', kinds: ALL, help: 'concurrent connections per client address (the PROXY or forwarded one when given; 0: no limit)', defaultText: '0' },
+  { key: 'connectRatePerIp', type: 'integer', min: 0, max: 1_000_000, arg: '<n>', kinds: ALL, help: 'new connections per second per client address, burst as many (0: no limit)', defaultText: '0' },
   { key: 'cert', type: 'string', arg: '<file>', kinds: TLS, help: 'PEM certificate chain (wsd: turns on wss)' },
   { key: 'key', type: 'string', arg: '<file>', kinds: TLS, help: 'PEM private key' },
   { key: 'ca', type: 'string', arg: '<file>', kinds: TLS, help: 'PEM CA bundle client certificates must chain to' },
@@ -100,6 +106,11 @@ export interface GatewayInput {
   outbound?: boolean;
   outboundOnly?: boolean;
   outboundCa?: string;
+  acceptProxy?: boolean;
+  trustedProxies?: readonly string[] | string;
+  sendProxyV2?: boolean;
+  maxConnectionsPerIp?: number;
+  connectRatePerIp?: number;
   cert?: string;
   key?: string;
   ca?: string;
@@ -142,6 +153,15 @@ export interface GatewayOptions {
   readonly outboundRequired: boolean;
   readonly outboundSchemes: readonly string[];
   readonly outboundCa: string | undefined;
+  /** Read a PROXY header from trusted peers first. */
+  readonly acceptProxy: boolean;
+  /** Peers trusted with PROXY headers (and, with {@link trustForwarded}, forwarding headers). */
+  readonly trustedProxies: TrustedProxies;
+  /** --trusted-proxies was given: wsd reads Forwarded / X-Forwarded-For from trusted peers. */
+  readonly trustForwarded: boolean;
+  readonly sendProxyV2: boolean;
+  readonly maxConnectionsPerIp: number;
+  readonly connectRatePerIp: number;
   readonly tls: TlsServerSettings | undefined;
   readonly watchCerts: boolean;
   readonly text: boolean;
@@ -265,6 +285,10 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
     values[key] = checkValue(spec, value, at(key));
   }
   if (input.server !== undefined && kind !== 'ws') throw new OptionsError(at('server'), 'an option of a ws gateway', 'server');
+  // The application's HTTP server reads its connections itself: a PROXY header would reach its parser.
+  if (input.server !== undefined && values['acceptProxy'] === true) {
+    throw new OptionsError(at('acceptProxy'), 'no accept-proxy with server (the application\'s server reads the connection first)', true);
+  }
 
   const listen = (values['listen'] as ListenAddress[] | undefined) ?? [];
   const seen = new Set<string>();
@@ -302,6 +326,13 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
   }
 
   const tlsSettings = tlsFrom(kind, values, at);
+  const trustedList = values['trustedProxies'] as string[] | undefined;
+  let trustedProxies: TrustedProxies;
+  try {
+    trustedProxies = new TrustedProxies(trustedList ?? DEFAULT_TRUSTED_PROXIES);
+  } catch (err) {
+    throw new OptionsError(at('trustedProxies'), 'addresses or CIDR ranges (10.0.0.0/8, ::1)', trustedList);
+  }
   const name = values['name'] as string[] | undefined;
   const integer = (key: string, fallback: number) => (values[key] as number | undefined) ?? fallback;
   const options: GatewayOptions = {
@@ -323,6 +354,12 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
     outboundRequired: outboundOnly || !!name?.length,
     outboundSchemes: OUTBOUND_SCHEMES[kind],
     outboundCa: values['outboundCa'] as string | undefined,
+    acceptProxy: values['acceptProxy'] === true,
+    trustedProxies,
+    trustForwarded: trustedList !== undefined,
+    sendProxyV2: values['sendProxyV2'] === true,
+    maxConnectionsPerIp: integer('maxConnectionsPerIp', 0),
+    connectRatePerIp: integer('connectRatePerIp', 0),
     tls: tlsSettings,
     watchCerts: values['watchCerts'] === true,
     text: values['text'] === true,

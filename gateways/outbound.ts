@@ -9,6 +9,14 @@
  * remote certificate (system CAs or `ca`) and send SNI for host names.
  * Every failure (malformed URI, no path, bad port, unreachable remote, remote refusal,
  * timeout) closes the local connection without a byte, promptly, and is logged.
+ *
+ * With `--send-proxy-v2`, each remote connection starts with a PROXY v2 header, before
+ * TLS and HTTP. The local client is on a Unix socket, so it has no IP to send: the header
+ * says PROXY over the UNIX family (source: the client's socket name, empty for an unbound
+ * client; destination: the outbound service's path). Not LOCAL: the spec keeps LOCAL for
+ * connections the proxy makes on its own behalf (health checks), and this one is relayed
+ * for a client. A receiver keeps the TCP peer address for it (spec §2.2: UNIX carries no
+ * network address), as ours does, logging `proxy: "unix"` and the path.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -23,6 +31,8 @@ import type { GatewayCore, ConnectionInfo } from './gateway.js';
 import { asHandshakeError } from './lifecycle.js';
 import { WebSocketEndpoint } from './ws-endpoint.js';
 import type { ListenerLabels } from './metrics.js';
+import { encodeProxyV2 } from './proxy-protocol.js';
+import { servicePath } from '../src/rundir.js';
 
 const OK = Buffer.from('ok');
 /** The framed `ok` answered to the local client (000000026f6b). */
@@ -37,6 +47,8 @@ export interface OutboundOptions {
   schemes: readonly string[];
   /** CA bundle to verify remote TLS gateways (default: the system's). */
   ca?: string;
+  /** Start each remote connection with a PROXY v2 header. */
+  sendProxyV2?: boolean;
 }
 
 type RemoteTarget = Extract<Target, { host: string }>;
@@ -147,7 +159,7 @@ export class OutboundService {
         return;
       }
       // The connection's deadline bounds the dial too: a refusal destroys the attempt.
-      const attempt = this.dial(target);
+      const attempt = this.dial(target, this.options.sendProxyV2 ? encodeProxyV2({ kind: 'unix', source: '', destination: servicePath(name, core.options.rundir) }) : null);
       pending.hold(attempt);
       attempt.ready.then(
         (endpoint) => {
@@ -169,18 +181,21 @@ export class OutboundService {
     local.on('end', onEnd);
   }
 
-  /** Connects to a remote gateway and performs its handshake. */
-  private dial(target: RemoteTarget): { ready: Promise<Endpoint>; destroy(): void } {
-    if (target.scheme === 'ws' || target.scheme === 'wss') return this.dialWebSocket(target);
-    return this.dialStream(target);
+  /** Connects to a remote gateway (sending `proxyHeader` first, if any) and performs its handshake. */
+  private dial(target: RemoteTarget, proxyHeader: Buffer | null): { ready: Promise<Endpoint>; destroy(): void } {
+    if (target.scheme === 'ws' || target.scheme === 'wss') return this.dialWebSocket(target, proxyHeader);
+    return this.dialStream(target, proxyHeader);
   }
 
-  private dialStream(target: RemoteTarget): { ready: Promise<Endpoint>; destroy(): void } {
+  private dialStream(target: RemoteTarget, proxyHeader: Buffer | null): { ready: Promise<Endpoint>; destroy(): void } {
     const secure = target.scheme === 'tls';
+    // The PROXY header goes first on the TCP connection, before the ClientHello.
+    const raw = proxyHeader === null ? undefined : net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    raw?.on('error', noop);
+    raw?.write(proxyHeader!);
     const socket: net.Socket = secure
       ? tls.connect({
-          host: target.host,
-          port: target.port,
+          ...(raw ? { socket: raw } : { host: target.host, port: target.port }),
           // SNI is for host names only (RFC 6066 §3).
           ...(net.isIP(target.host) === 0 ? { servername: target.host } : {}),
           ...(this.ca ? { ca: this.ca } : {}),
@@ -188,7 +203,7 @@ export class OutboundService {
           // (tls.connect passes it to the socket; its type does not list it).
           ...({ allowHalfOpen: true } as tls.ConnectionOptions),
         })
-      : net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+      : (raw ?? net.connect({ host: target.host, port: target.port, allowHalfOpen: true }));
     socket.on('error', noop);
     const maxPayload = this.core.options.maxPayload;
     const ready = new Promise<Endpoint>((resolve, reject) => {
@@ -225,10 +240,16 @@ export class OutboundService {
       socket.on('data', onData);
       socket.once(secure ? 'secureConnect' : 'connect', onConnected);
     });
-    return { ready, destroy: () => socket.destroy() };
+    return {
+      ready,
+      destroy: () => {
+        socket.destroy();
+        raw?.destroy();
+      },
+    };
   }
 
-  private dialWebSocket(target: RemoteTarget): { ready: Promise<Endpoint>; destroy(): void } {
+  private dialWebSocket(target: RemoteTarget, proxyHeader: Buffer | null): { ready: Promise<Endpoint>; destroy(): void } {
     const host = net.isIPv6(target.host) ? `[${target.host}]` : target.host;
     const url = `${target.scheme}://${host}:${target.port}/${encodeURIComponent(target.path)}`;
     const ws = new WebSocket(url, {
@@ -237,6 +258,7 @@ export class OutboundService {
       perMessageDeflate: false,
       ...(this.ca ? { ca: this.ca } : {}),
       ...(net.isIP(target.host) === 0 ? { servername: target.host } : {}),
+      ...(proxyHeader === null ? {} : { createConnection: ((opts: tls.ConnectionOptions) => proxiedConnection(opts, target, proxyHeader)) as typeof net.createConnection }),
     });
     const maxPayload = this.core.options.maxPayload;
     const ready = new Promise<Endpoint>((resolve, reject) => {
@@ -265,3 +287,16 @@ export class OutboundService {
 }
 
 function noop(): void {}
+
+/** ws's socket with a PROXY header first: the TCP connection, then TLS over it for wss. */
+function proxiedConnection(opts: tls.ConnectionOptions, target: RemoteTarget, proxyHeader: Buffer): net.Socket {
+  const raw = net.connect({ host: target.host, port: target.port });
+  raw.on('error', noop);
+  raw.write(proxyHeader);
+  if (target.scheme !== 'wss') return raw;
+  const { host: _host, port: _port, path: _path, ...rest } = opts as tls.ConnectionOptions & { path?: string };
+  const servername = rest.servername ?? (net.isIP(target.host) === 0 ? target.host : undefined);
+  const secure = tls.connect({ ...rest, socket: raw, ...(servername ? { servername } : {}) });
+  secure.once('close', () => raw.destroy());
+  return secure;
+}

@@ -25,6 +25,7 @@ import { WebSocketEndpoint } from './ws-endpoint.js';
 import type { ListenerLabels } from './metrics.js';
 import { serveStatic } from './static-files.js';
 import { remoteOf } from './listeners.js';
+import { formatPeer, forwardedClient } from './client-address.js';
 import { normalizeGatewayOptions, type GatewayInput, type GatewayOptions } from './options.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
 
@@ -34,6 +35,7 @@ const STATUS_TEXT: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not Found',
   426: 'Upgrade Required',
+  429: 'Too Many Requests',
   503: 'Service Unavailable',
 };
 
@@ -211,6 +213,7 @@ class WsUpgrades implements GatewayPart {
       pending = admitted;
       pending.stage = 'WebSocket upgrade';
       pending.hold(net);
+      pending.clientAddress = net.remoteAddress;
       this.pending.set(socket, pending);
     }
     if (pending.settled) {
@@ -221,6 +224,14 @@ class WsUpgrades implements GatewayPart {
   };
 
   private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, pending: PendingConnection): void {
+    if (!pending.addressAdmitted) {
+      this.takeForwardedAddress(req, pending);
+      const refusal = this.core.admitAddress(pending);
+      if (refusal !== null) {
+        this.refuseUpgrade(socket, pending, 429, refusal);
+        return;
+      }
+    }
     // Checked before the service is connected, so a bad handshake costs no service connection.
     const handshakeProblem = webSocketHandshakeProblem(req);
     if (handshakeProblem !== null) {
@@ -262,6 +273,22 @@ class WsUpgrades implements GatewayPart {
         // The log keeps the detail (socket path, errno); the client learns the code and the name.
         this.refuseUpgrade(socket, pending, 404, err, { service: target }, '', `service '${target}' is not available`),
     );
+  }
+
+  /**
+   * Behind an HTTP proxy (--trusted-proxies given, the peer in it): the client address is
+   * the one its Forwarded / X-Forwarded-For header names; `info.proxiedBy` keeps the peer.
+   * From any other peer these headers are ignored (a client may write anything in them).
+   */
+  private takeForwardedAddress(req: http.IncomingMessage, pending: PendingConnection): void {
+    const { trustForwarded, trustedProxies } = this.core.options;
+    if (!trustForwarded || !trustedProxies.has(pending.clientAddress)) return;
+    const client = forwardedClient(req.headers, trustedProxies);
+    if (client === null) return;
+    pending.info['proxiedBy'] ??= pending.info.peer;
+    pending.info.peer = formatPeer(client.address, client.port);
+    pending.info['forwardedBy'] = client.header;
+    pending.clientAddress = client.address;
   }
 
   private bridge(ws: WebSocket, socket: net.Socket, upstream: net.Socket, pending: PendingConnection, info: ConnectionInfo, service: string): void {

@@ -37,6 +37,14 @@ export const ErrorCode = {
   IDLE_TIMEOUT: 'IPC_ERR_IDLE_TIMEOUT',
   /** A WebSocket peer's connection ended without its closing handshake (reset, or cut mid-frame). */
   CONNECTION_LOST: 'IPC_ERR_CONNECTION_LOST',
+  /** A PROXY protocol header was malformed, or missing from a peer that must send one (--accept-proxy, trusted peer). */
+  PROXY_HEADER_INVALID: 'IPC_ERR_PROXY_HEADER_INVALID',
+  /** A PROXY protocol header came from a peer outside --trusted-proxies. */
+  PROXY_NOT_TRUSTED: 'IPC_ERR_PROXY_NOT_TRUSTED',
+  /** The client's address has --max-connections-per-ip connections open already. */
+  TOO_MANY_CONNECTIONS_PER_IP: 'IPC_ERR_TOO_MANY_CONNECTIONS_PER_IP',
+  /** The client's address opened connections faster than --connect-rate-per-ip allows. */
+  CONNECT_RATE_EXCEEDED: 'IPC_ERR_CONNECT_RATE_EXCEEDED',
   /** Passing or receiving a file descriptor failed. */
   FD_PASSING: 'IPC_ERR_FD_PASSING',
 } as const;

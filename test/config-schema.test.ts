@@ -62,6 +62,7 @@ test('configurations both the schema and the normaliser accept', (t) => {
     { gateways: [{ type: 'ws', listen: 8080, allow: 'pong,auth', origin: 'http://a', static: false, cert: 'c.pem', key: 'k.pem', 'min-version': 'TLSv1.3' }] },
     { gateways: [{ type: 'tls', listen: 8999, allow: ['pong'], cert: 'c.pem', key: 'k.pem', ca: 'ca.pem', 'require-client-cert': true }] },
     { rundir: '/run/libipc', 'drain-timeout': 0, ipcd: { 'lookup-timeout': 100 }, outbound: { tcp: null, tls: { 'outbound-ca': 'ca.pem' } }, gateways: [] },
+    { admin: '127.0.0.1:9100', outbound: { tcp: { 'send-proxy-v2': true } }, gateways: [{ type: 'tcp', listen: 8998, allow: '*', 'accept-proxy': true, 'trusted-proxies': '10.0.0.0/8', 'max-connections-per-ip': 10 }] },
   ];
   for (const config of accepted) {
     t.is(schemaErrors(config), '', stringify(config));

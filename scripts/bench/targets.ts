@@ -291,6 +291,24 @@ export const TARGETS: readonly TargetSpec[] = [
     },
   },
   {
+    name: 'tcpd-per-ip',
+    description: 'tcpd --service echo with per-IP limits on (--max-connections-per-ip, --connect-rate-per-ip): checked once per connection',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    peer: 'haproxy',
+    default: false,
+    start: async (ctx) => {
+      const { daemon, port } = await startNodeDaemon(
+        ctx,
+        'tcpd-per-ip',
+        ctx.repo('dist/gateways/cli/tcpd.js'),
+        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--max-connections-per-ip', '100000', '--connect-rate-per-ip', '1000000'],
+        'tcp',
+      );
+      return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
     name: 'tcpd-quiet',
     description: 'tcpd --service echo --log-level warn (no per-connection log line)',
     role: 'gateway',
