@@ -256,3 +256,14 @@ test('gatewayd with admin: TLS handshakes by result, WebSocket messages, ipcd lo
   daemon.kill('SIGTERM');
   t.is((await daemon.waitExit(WAIT)).code, 0);
 });
+
+test('per-IP refusals are counted in libipc_refusals_total under their own code', async (t) => {
+  const gw = await tcpdWithAdmin(t, ['--allow', 'pong', '--max-connections-per-ip', '1']);
+  const first = await tcpSession(t, gw.port);
+  const second = await RawClient.tcp(t, gw.port);
+  await second.expectEof();
+  await probeEcho(first);
+  const text = await scrape(gw.admin);
+  t.is(metricValue(text, 'libipc_refusals_total', { transport: 'tcp', listener: gw.listener, code: 'IPC_ERR_TOO_MANY_CONNECTIONS_PER_IP' }), 1);
+  t.is(metricValue(text, 'libipc_connections_total', { transport: 'tcp', listener: gw.listener }), 2);
+});
