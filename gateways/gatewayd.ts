@@ -28,17 +28,26 @@ export function buildGateway(options: GatewayOptions): Gateway {
   return tcpGateway(options);
 }
 
+/**
+ * What one Gatewayd serves: everything (one process), or its part in a cluster
+ * (gateways/cluster.ts): the gateways in each worker, the outbound services and ipcd once
+ * in the primary.
+ */
+export type GatewaydPart = 'all' | 'gateways' | 'services';
+
 export class Gatewayd {
   private config: GatewaydConfig;
   private readonly logger: Logger;
+  private readonly part: GatewaydPart;
   private gateways: Gateway[] = [];
   private outbound: Gateway[] = [];
   private ipcd: Ipcd | null = null;
   private reloading: Promise<void> = Promise.resolve();
 
-  constructor(config: GatewaydConfig, logger: Logger) {
+  constructor(config: GatewaydConfig, logger: Logger, part: GatewaydPart = 'all') {
     this.config = config;
     this.logger = logger;
+    this.part = part;
   }
 
   /** Every gateway (for TLS reloads on SIGHUP and tests). */
@@ -47,12 +56,12 @@ export class Gatewayd {
   }
 
   async start(): Promise<void> {
-    const { config } = this;
-    this.gateways = config.gateways.map(buildGateway);
-    this.outbound = config.outbound.map(buildGateway);
+    const { config, part } = this;
+    this.gateways = part === 'services' ? [] : config.gateways.map(buildGateway);
+    this.outbound = part === 'gateways' ? [] : config.outbound.map(buildGateway);
     try {
       for (const g of [...this.outbound, ...this.gateways]) await g.listen();
-      if (config.ipcd) {
+      if (config.ipcd && part !== 'gateways') {
         this.ipcd = new Ipcd({ rundir: config.rundir, ...config.ipcd, logger: this.logger });
         await this.ipcd.start();
       }
@@ -61,20 +70,24 @@ export class Gatewayd {
       await this.ipcd?.close();
       throw err;
     }
-    this.logger.info({ file: config.file, gateways: this.gateways.length, outbound: this.outbound.length, ipcd: !!config.ipcd }, 'gatewayd started');
+    const started = { all: 'gatewayd started', gateways: 'worker started', services: 'services started' }[part];
+    this.logger.info({ file: config.file, gateways: this.gateways.length, outbound: this.outbound.length, ipcd: !!this.ipcd }, started);
   }
 
-  /** Reloads the file; reloads are serialised (a SIGHUP storm runs them one after another). */
-  reload(): Promise<void> {
-    this.reloading = this.reloading.then(() => this.reloadOnce());
+  /**
+   * Reloads the file (or what `load` returns: a cluster worker gets the text its primary
+   * checked); reloads are serialised (a SIGHUP storm runs them one after another).
+   */
+  reload(load: () => GatewaydConfig = () => loadConfig(this.config.file, this.logger)): Promise<void> {
+    this.reloading = this.reloading.then(() => this.reloadOnce(load));
     return this.reloading;
   }
 
-  private async reloadOnce(): Promise<void> {
+  private async reloadOnce(load: () => GatewaydConfig): Promise<void> {
     let next: GatewaydConfig;
     let built: Gateway[];
     try {
-      next = loadConfig(this.config.file, this.logger);
+      next = load();
       built = next.gateways.map(buildGateway);
     } catch (err) {
       this.logger.error({ reason: (err as Error).message }, 'reload refused: keeping the configuration in use');

@@ -6,6 +6,7 @@
  */
 import { Command } from 'commander';
 import { Gatewayd, loadConfig } from '../gatewayd.js';
+import { clusterWanted, runCluster } from '../cluster.js';
 import { daemonLogger, fail, stopOnSignals } from './common.js';
 
 const program = new Command('gatewayd')
@@ -35,15 +36,20 @@ const fileLevel = (() => {
   }
 })();
 const logger = daemonLogger('gatewayd', opts.logLevel ?? fileLevel);
-let daemon: Gatewayd | undefined;
-stopOnSignals(logger, async () => daemon?.close(), ['SIGINT', 'SIGTERM']);
-process.on('SIGHUP', () => {
-  logger.info('SIGHUP: reloading the configuration');
-  void daemon?.reload();
-});
-try {
-  daemon = new Gatewayd(loadConfig(opts.config, logger), logger);
-  await daemon.start();
-} catch (err) {
-  fail(logger, err, 'gatewayd: cannot start');
+if (clusterWanted(opts.config)) {
+  // workers > 1 (and every worker process): gateways/cluster.ts does signals and all.
+  await runCluster(opts.config, logger).catch((err: unknown) => fail(logger, err, 'gatewayd: cannot start'));
+} else {
+  let daemon: Gatewayd | undefined;
+  stopOnSignals(logger, async () => daemon?.close(), ['SIGINT', 'SIGTERM']);
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reloading the configuration');
+    void daemon?.reload();
+  });
+  try {
+    daemon = new Gatewayd(loadConfig(opts.config, logger), logger);
+    await daemon.start();
+  } catch (err) {
+    fail(logger, err, 'gatewayd: cannot start');
+  }
 }
