@@ -128,6 +128,8 @@ class ClusterPrimary {
     this.text = readConfigText(this.file);
     this.config = parseConfig(this.file, this.text, this.logger);
     this.keep = restartOnlyKeys(this.config, this.text);
+    // TLS files read and checked once here: a bad one fails the start with one message.
+    this.config.gateways.forEach(buildGateway);
     await clearStaleSockets(this.config.gateways);
     this.services = new Gatewayd(this.config, this.logger, 'services');
     await this.services.start();

@@ -304,3 +304,44 @@ async function startOne(t: ExecutionContext, yaml: string): Promise<Daemon> {
   await daemon.log.waitFor((l) => l.msg === 'gatewayd started', WAIT, 'gatewayd started');
   return daemon;
 }
+
+test('a worker that keeps dying restarts after a doubling backoff (no spinning crash loop)', async (t) => {
+  const c = await startCluster(t, config());
+  let pid = c.workerPids[0]!;
+  const delays: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const mark = c.daemon.log.lines.length;
+    process.kill(pid, 'SIGKILL');
+    const died = await c.daemon.log.waitFor((l) => l.msg === 'worker died: restarting it' && from(c.daemon, mark)(l), WAIT, 'the death');
+    delays.push(died['restartInMs'] as number);
+    pid = (await c.daemon.log.waitFor((l) => l.msg === 'worker restarted' && from(c.daemon, mark)(l), WAIT, 'the restart'))['workerPid'] as number;
+  }
+  t.deepEqual(delays, [100, 200, 400]);
+  await probeEcho(await tcpSession(t, c.port));
+});
+
+test('a start that fails in the primary (certificate file missing) exits 1 with the file named, before any worker', async (t) => {
+  const dir = await tempDir(t, 'gwk-');
+  const file = path.join(dir, 'tls.yaml');
+  const missing = path.join(dir, 'missing.pem');
+  writeFileSync(file, `workers: 2\ngateways:\n  - type: tls\n    listen: 127.0.0.1:0\n    allow: [pong]\n    cert: ${missing}\n    key: ${missing}\n`);
+  const run = await runCli(t, 'gatewayd', ['--config', file], { env: { RUNDIR: path.join(dir, 'run') } });
+  t.is(run.code, 1);
+  t.true(run.stderr.includes(missing), run.stderr);
+  t.is(run.daemon.log.filter((l) => l.msg === 'worker started').length, 0);
+});
+
+test('a start that fails in a worker (address in use) stops the other workers and exits 1', async (t) => {
+  const busy = net.createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => busy.close());
+  const port = (busy.address() as net.AddressInfo).port;
+  const dir = await tempDir(t, 'gwk-');
+  const file = path.join(dir, 'busy.yaml');
+  writeFileSync(file, config().replace('127.0.0.1:0', `127.0.0.1:${port}`));
+  const run = await runCli(t, 'gatewayd', ['--config', file], { env: { RUNDIR: path.join(dir, 'run') } });
+  t.is(run.code, 1);
+  t.regex(run.stderr, /EADDRINUSE/);
+  // runCli resolved on 'close': stdout was held by no worker any more.
+  t.is(run.daemon.log.filter((l) => l.msg === 'gatewayd started').length, 0);
+});
