@@ -281,7 +281,8 @@ async function main(): Promise<number> {
           // Background: machine-wide busy cores minus what ipcbench measured (harness, target, echod).
           const busy = busyCores(cpuBefore, sampleCpu());
           const c = outcome.result?.cpu;
-          const measured = c ? c.harness_util + c.pids.reduce((sum, p) => sum + p.util, 0) : 0;
+          // Parts (gatewayd's workers) are inside their tree's figure already.
+          const measured = c ? c.harness_util + c.pids.reduce((sum, p) => sum + (p.part ? 0 : p.util), 0) : 0;
           const background = c ? Math.max(0, busy - measured) : null;
           runs.push({ workload: w, target: t, round, outcome, background });
           fs.appendFileSync(
