@@ -133,6 +133,7 @@ class ClusterPrimary {
     await clearStaleSockets(this.config.gateways);
     this.services = new Gatewayd(this.config, this.logger, 'services');
     await this.services.start();
+    if (this.stopping) return; // a stop signal came meanwhile: stop() closes the services and exits
 
     cluster.schedulingPolicy = cluster.SCHED_RR;
     cluster.setupPrimary({ silent: false });
@@ -368,6 +369,7 @@ function runWorker(file: string, rootLogger: Logger): void {
   let started: Promise<void> = Promise.resolve();
   let stopping = false;
   const toPrimary = (message: ToPrimary, then?: () => void): void => {
+    if (!process.connected) return; // the primary is gone: node:cluster exits this worker
     process.send!(message, undefined, {}, () => then?.());
   };
 

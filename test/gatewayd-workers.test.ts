@@ -5,7 +5,8 @@
  * outbound services and ipcd served once by the primary. Real processes, real sockets.
  */
 import test, { type ExecutionContext } from 'ava';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { lstatSync, readdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { runCli, spawnCli, startPongd, type Daemon } from './helpers/daemon.js';
@@ -28,7 +29,10 @@ interface Cluster {
 }
 
 async function startCluster(t: ExecutionContext, yaml: string): Promise<Cluster> {
-  const dir = await tempDir(t, 'gwk-');
+  return startClusterIn(t, await tempDir(t, 'gwk-'), yaml);
+}
+
+async function startClusterIn(t: ExecutionContext, dir: string, yaml: string): Promise<Cluster> {
   const rundir = path.join(dir, 'run');
   await startPongd(t, rundir);
   const file = path.join(dir, 'gatewayd.yaml');
@@ -37,7 +41,7 @@ async function startCluster(t: ExecutionContext, yaml: string): Promise<Cluster>
   const started = await daemon.log.waitFor((l) => l.msg === 'gatewayd started' && l['pid'] === daemon.pid, WAIT, 'gatewayd started (primary)');
   const workerPids = started['workerPids'] as number[];
   const listening = daemon.log.lines.find((l) => l.msg === 'listening' && l['transport'] === 'tcp');
-  return { dir, rundir, file, daemon, port: listening!['port'] as number, workerPids };
+  return { dir, rundir, file, daemon, port: (listening?.['port'] as number | undefined) ?? 0, workerPids };
 }
 
 const config = (extra = '', allow = '[pong]') =>
@@ -157,7 +161,8 @@ test('SIGTERM with workers: 2 and an open connection: every worker drains within
   t.is(await open.expectEof(WAIT), 'eof');
   const exit = await c.daemon.waitExit(WAIT);
   t.is(exit.code, 0);
-  t.is(c.daemon.log.filter((l) => l.msg === 'worker stopped' && l['pid'] === c.daemon.pid).length, 2);
+  t.is(c.daemon.log.filter((l) => l.msg === 'worker stopped' && l['pid'] === c.daemon.pid && l['code'] === 0).length, 2);
+  t.is(c.daemon.log.filter((l) => l.msg === 'worker still running after drain-timeout: killing it').length, 0, 'both drained by themselves');
   t.truthy(c.daemon.log.lines.find((l) => l.msg === 'connection closed' && l['peer'] === open.peer && codeOf(l) === 'IPC_ERR_SHUTDOWN'));
   for (const pid of c.workerPids) t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `worker ${pid} is gone`);
 });
@@ -344,4 +349,27 @@ test('a start that fails in a worker (address in use) stops the other workers an
   t.regex(run.stderr, /EADDRINUSE/);
   // runCli resolved on 'close': stdout was held by no worker any more.
   t.is(run.daemon.log.filter((l) => l.msg === 'gatewayd started').length, 0);
+});
+
+test('a unix: listen address with workers: 2: a stale socket file is cleared once by the primary, both workers serve it', async (t) => {
+  const dir = await tempDir(t, 'gwk-');
+  const socketPath = path.join(dir, 'gw.sock');
+  // A socket file left by a dead process: it listened, then was killed (no unlink).
+  spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  t.true(lstatSync(socketPath).isSocket());
+  const c = await startClusterIn(t, dir, config().replace('127.0.0.1:0', `unix:${socketPath}`));
+  const mark = c.daemon.log.lines.length;
+  for (let i = 0; i < 6; i++) {
+    const client = await RawClient.unix(t, socketPath);
+    await client.write(Buffer.from('pong'));
+    await client.expect(Buffer.from('ok'));
+    await probeEcho(client);
+    client.socket.end();
+    await client.expectEof();
+  }
+  const ends = () => c.daemon.log.filter((l) => l.msg === 'connection closed' && from(c.daemon, mark)(l));
+  await until(() => ends().length >= 6, 'six connection closed lines', WAIT);
+  t.deepEqual([...new Set(ends().map((l) => l['pid']))].sort(), [...c.workerPids].sort());
+  c.daemon.kill('SIGTERM');
+  t.is((await c.daemon.waitExit(WAIT)).code, 0);
 });
