@@ -4,7 +4,8 @@
  * ipcd once, and supervises.
  *
  * Why node:cluster: Node 20 ignores `reusePort`, so N processes cannot each bind the same
- * port. With cluster's round-robin (SCHED_RR, set here explicitly) the primary owns each
+ * port. With cluster's round-robin (SCHED_RR, set here unless NODE_CLUSTER_SCHED_POLICY says
+ * otherwise) the primary owns each
  * listening socket, accepts, and passes every connection to the next worker over the
  * IPC channel; a worker's `net.Server.listen` goes through the primary, so the gateway
  * code is the same as in one process (reload hand-over of listening sockets included).
@@ -135,7 +136,10 @@ class ClusterPrimary {
     await this.services.start();
     if (this.stopping) return; // a stop signal came meanwhile: stop() closes the services and exits
 
-    cluster.schedulingPolicy = cluster.SCHED_RR;
+    // Round-robin unless the operator chose otherwise (NODE_CLUSTER_SCHED_POLICY=none:
+    // every worker accepts from the shared socket itself, no hand-off, and the kernel's
+    // wake-ups decide the spread, unevenly on Linux: why round-robin is the default).
+    if (process.env['NODE_CLUSTER_SCHED_POLICY'] === undefined) cluster.schedulingPolicy = cluster.SCHED_RR;
     cluster.setupPrimary({ silent: false });
     this.slots = Array.from({ length: this.config.workers }, (_, index) => newSlot(index));
     try {

@@ -98,6 +98,7 @@ test('workers: 2 spreads 1000 connections over both workers (each serves at leas
   await c.daemon.log.waitFor(() => c.daemon.log.filter(closed).length >= COUNT, WAIT, `${COUNT} connection closed lines`);
   const perPid = new Map<unknown, number>();
   for (const l of c.daemon.log.filter(closed)) perPid.set(l['pid'], (perPid.get(l['pid']) ?? 0) + 1);
+  t.log(`connections per worker: ${c.workerPids.map((pid) => perPid.get(pid) ?? 0).join(' / ')}`);
   t.deepEqual([...perPid.keys()].sort(), [...c.workerPids].sort(), 'every connection line comes from a worker');
   for (const pid of c.workerPids) t.true(perPid.get(pid)! >= COUNT / 3, `worker ${pid} served ${perPid.get(pid)} of ${COUNT}`);
   c.daemon.kill('SIGTERM');

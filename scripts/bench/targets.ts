@@ -140,8 +140,8 @@ async function startUnixDaemon(ctx: TargetContext, name: string, script: string,
  * CPU: the primary's process tree (primary and workers); with workers, each worker on
  * its own too, so the report shows how the work was spread.
  */
-async function startGatewayd(ctx: TargetContext, workers: number): Promise<RunningTarget> {
-  const name = `gatewayd-${workers}`;
+async function startGatewayd(ctx: TargetContext, workers: number, policy?: 'none'): Promise<RunningTarget> {
+  const name = `gatewayd-${workers}${policy ? `-${policy}` : ''}`;
   const script = ctx.repo('dist/gateways/cli/gatewayd.js');
   if (!fs.existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` (npm run bench does)`);
   const config = path.join(ctx.rundir, `${name}.yaml`);
@@ -151,7 +151,7 @@ async function startGatewayd(ctx: TargetContext, workers: number): Promise<Runni
   );
   let started: { workerPids?: number[] } = {};
   const { daemon, value } = await ctx.procs.startDaemon(name, process.execPath, [script, '--config', config], {
-    env: { RUNDIR: ctx.rundir, IPC_NETWORK: undefined },
+    env: { RUNDIR: ctx.rundir, IPC_NETWORK: undefined, NODE_CLUSTER_SCHED_POLICY: policy },
     cwd: ctx.root,
     ready: (log) => {
       const line = log.split('\n').find((l) => l.includes('"msg":"gatewayd started"'));
@@ -398,6 +398,16 @@ export const TARGETS: readonly TargetSpec[] = [
     workloads: GATEWAYD_WORKLOADS,
     default: true,
     start: (ctx) => startGatewayd(ctx, 2),
+  },
+  {
+    name: 'gatewayd-2-none',
+    description: 'gatewayd-2 with NODE_CLUSTER_SCHED_POLICY=none: each worker accepts from the shared socket (no hand-off; the kernel decides the spread); gatewayd-2 minus this = the round-robin hand-off',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    compareWith: 'tcpd',
+    workloads: GATEWAYD_WORKLOADS,
+    default: false,
+    start: (ctx) => startGatewayd(ctx, 2, 'none'),
   },
   {
     name: 'node-pipe-tls',
