@@ -235,6 +235,16 @@ test('SIGHUP reaches every worker (a widened allow-list applies in both), a bad 
   t.is(c.daemon.log.filter((l) => l.msg === 'worker died: restarting it').length, 0);
   t.true((await refusals(2)).every((l) => codeOf(l) === 'IPC_ERR_SERVICE_NOT_ALLOWED'), 'the allow-list is back to [pong]');
   await probeEcho(await tcpSession(t, c.port));
+
+  // workers changes only at a restart: said once by the primary, the 2 workers go on.
+  const mark4 = c.daemon.log.lines.length;
+  writeFileSync(c.file, config().replace('workers: 2', 'workers: 3'));
+  c.daemon.kill('SIGHUP');
+  const line = await c.daemon.log.waitFor((l) => l.msg?.startsWith('reloading every worker') === true && from(c.daemon, mark4)(l), WAIT, 'the forwarded reload');
+  t.deepEqual(line['needsRestart'], ['workers']);
+  await c.daemon.log.waitFor((l) => l.msg === 'reloaded every worker' && from(c.daemon, mark4)(l), WAIT, 'reloaded every worker');
+  t.is(c.daemon.log.filter((l) => l.msg === 'worker started' && from(c.daemon, mark4)(l)).length, 0);
+  t.true(c.daemon.log.filter((l) => l.msg === 'reloaded' && from(c.daemon, mark4)(l)).every((l) => l['needsRestart'] === undefined), 'workers run with the keys the primary started with');
 });
 
 test('the outbound services and ipcd are served once, by the primary; a lookup goes ipcd -> outbound tcp -> a worker -> pongd', async (t) => {
