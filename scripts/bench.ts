@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: measures the gateways (tcpd, tlsd, wsd, and the full ipcd chain)
+ * `npm run bench`: measures the gateways (tcpd, tlsd, wsd, gatewayd with 1 and 2 workers, and the full ipcd chain)
  * against a direct Unix socket and anchors (naive Node TCP and TLS pipes, HAProxy with
  * one thread in TCP and TLS mode, websockify), in one run, with ../shared/tools/ipcbench (C load generator and echo service) and, for the
  * chain, a Node client using connectIpc (scripts/bench/chain-client.ts). A benchmark, not
