@@ -9,7 +9,7 @@
  * cross-key checks such as duplicate addresses across gateways or readable files.
  * Draft-07, the draft editors support best.
  */
-import { CONFIG_KEYS } from './config.js';
+import { CONFIG_KEYS, MAX_WORKERS } from './config.js';
 import { OPTION_SPECS, flagOf, type GatewayKind, type OptionSpec } from './options.js';
 
 type Schema = Record<string, unknown>;
@@ -108,7 +108,7 @@ function topLevelProperties(): Schema {
     rundir: { description: 'run directory of the libipc services (default: $RUNDIR, else /tmp/.libipc-run/); needs a restart to change', type: 'string', minLength: 1 },
     workers: {
       description: 'worker processes sharing the listening sockets (default 1; "auto": one per core); needs a restart to change',
-      anyOf: [{ type: 'integer', minimum: 1 }, { const: 'auto' }],
+      anyOf: [{ type: 'integer', minimum: 1, maximum: MAX_WORKERS }, { const: 'auto' }],
       default: 1,
     },
     'drain-timeout': ms('on SIGTERM, and for gateways a reload removes, time open connections get to finish (ms)', 0, 10_000),

@@ -6,6 +6,7 @@
  *   gatewayd.yaml: gateways[1].max-payload: expected an integer from 0 to 4294967295, got -1
  */
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { parseDocument } from 'yaml';
 import { resolveRundir, serviceNameProblem } from '../src/rundir.js';
 import type { Logger } from '../src/log.js';
@@ -53,21 +54,32 @@ function isMap(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
-/** Reads and checks `file`. @throws ConfigError (missing file, YAML syntax with line and column, any refused key). */
-export function loadConfig(file: string, logger?: Logger): GatewaydConfig {
-  let text: string;
+/** Most worker processes a file may ask for (`auto` is one per core). */
+export const MAX_WORKERS = 256;
+
+/** Reads `file`. @throws ConfigError when it cannot be read. */
+export function readConfigText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (err) {
     throw new ConfigError(file, `cannot read the configuration (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    const first = doc.errors[0]!;
-    const where = first.linePos?.[0] ? `line ${first.linePos[0].line}, column ${first.linePos[0].col}: ` : '';
-    throw new ConfigError(file, `YAML syntax error: ${where}${first.message.split('\n')[0]}`);
-  }
-  const root: unknown = doc.toJS();
+}
+
+/** Reads and checks `file`. @throws ConfigError (missing file, YAML syntax with line and column, any refused key). */
+export function loadConfig(file: string, logger?: Logger): GatewaydConfig {
+  return parseConfig(file, readConfigText(file), logger);
+}
+
+/**
+ * Checks `text`, the content of `file` (a cluster worker gets the text its primary
+ * checked, so every worker runs the same file even if it changes on disk meanwhile).
+ * @throws ConfigError as {@link loadConfig}.
+ */
+export function parseConfig(file: string, text: string, logger?: Logger, keep?: Record<string, unknown>): GatewaydConfig {
+  const parsed = parseYaml(file, text);
+  // `keep`: the keys only a restart changes, as the process started with them.
+  const root = keep !== undefined && isMap(parsed) ? { ...parsed, ...keep } : parsed;
   try {
     return checkConfig(file, root, logger);
   } catch (err) {
@@ -76,13 +88,33 @@ export function loadConfig(file: string, logger?: Logger): GatewaydConfig {
   }
 }
 
+function parseYaml(file: string, text: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0]!;
+    const where = first.linePos?.[0] ? `line ${first.linePos[0].line}, column ${first.linePos[0].col}: ` : '';
+    throw new ConfigError(file, `YAML syntax error: ${where}${first.message.split('\n')[0]}`);
+  }
+  return doc.toJS();
+}
+
+/**
+ * The keys a reload cannot change (rundir, drain-timeout, workers, ipcd, outbound), as
+ * `config` (checked from `text`) has them, for {@link parseConfig}'s `keep`: a cluster
+ * worker started or reloaded later runs with what its primary started with.
+ */
+export function restartOnlyKeys(config: GatewaydConfig, text: string): Record<string, unknown> {
+  const root = parseYaml(config.file, text) as Record<string, unknown>;
+  return { rundir: config.rundir, 'drain-timeout': config.drainTimeout, workers: config.workers, ipcd: root['ipcd'] ?? false, outbound: root['outbound'] ?? {} };
+}
+
 function checkConfig(file: string, root: unknown, logger: Logger | undefined): GatewaydConfig {
   if (!isMap(root)) throw new OptionsError('(top)', 'a map with a gateways list', root);
   for (const key of Object.keys(root)) {
     if (!TOP_KEYS.has(key)) throw new OptionsError(key, `one of ${[...TOP_KEYS].join(', ')}`, `unknown key ${key}`);
   }
   const rundir = root['rundir'] === undefined ? resolveRundir() : stringAt(root['rundir'], 'rundir');
-  const workers = integerAt(root['workers'] ?? 1, 'workers', 1, 1);
+  const workers = root['workers'] === 'auto' ? Math.min(os.availableParallelism(), MAX_WORKERS) : integerAt(root['workers'] ?? 1, 'workers', 1, MAX_WORKERS, '"auto" or ');
   const drainTimeout = integerAt(root['drain-timeout'] ?? 10_000, 'drain-timeout', 0, 24 * 3600 * 1000);
   const logLevel = root['log-level'] === undefined ? undefined : stringAt(root['log-level'], 'log-level');
   const admin = root['admin'] === undefined ? undefined : listenAt(root['admin'], 'admin');
@@ -178,9 +210,9 @@ function stringAt(value: unknown, at: string): string {
   return value;
 }
 
-function integerAt(value: unknown, at: string, min: number, max: number): number {
+function integerAt(value: unknown, at: string, min: number, max: number, or = ''): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new OptionsError(at, min === max ? `${min} (more workers are not built yet: one process serves every gateway)` : `an integer from ${min} to ${max}`, value);
+    throw new OptionsError(at, `${or}an integer from ${min} to ${max}`, value);
   }
   return value;
 }

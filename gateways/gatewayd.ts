@@ -29,9 +29,17 @@ export function buildGateway(options: GatewayOptions): Gateway {
   return tcpGateway(options);
 }
 
+/**
+ * What one Gatewayd serves: everything (one process), or its part in a cluster
+ * (gateways/cluster.ts): the gateways in each worker, the outbound services and ipcd once
+ * in the primary.
+ */
+export type GatewaydPart = 'all' | 'gateways' | 'services';
+
 export class Gatewayd {
   private config: GatewaydConfig;
   private readonly logger: Logger;
+  private readonly part: GatewaydPart;
   private gateways: Gateway[] = [];
   private outbound: Gateway[] = [];
   private ipcd: Ipcd | null = null;
@@ -39,14 +47,20 @@ export class Gatewayd {
   /** Where every gateway counts its connections, and reloads are counted. */
   readonly metrics: GatewayMetrics;
 
-  constructor(config: GatewaydConfig, logger: Logger, metrics = new GatewayMetrics({ defaultMetrics: false })) {
+  constructor(config: GatewaydConfig, logger: Logger, part: GatewaydPart = 'all', metrics = new GatewayMetrics({ defaultMetrics: false })) {
     this.config = config;
     this.logger = logger;
+    this.part = part;
     this.metrics = metrics;
   }
 
   private build(options: GatewayOptions): Gateway {
     return buildGateway({ ...options, metrics: this.metrics });
+  }
+
+  /** Every gateway and outbound service it runs (for readiness). */
+  get all(): readonly Gateway[] {
+    return [...this.outbound, ...this.gateways];
   }
 
   /** Every gateway (for TLS reloads on SIGHUP and tests). */
@@ -55,16 +69,16 @@ export class Gatewayd {
   }
 
   /**
-   * Builds and starts everything. `inherit`: listening sockets to take instead of binding
+   * Builds and starts its part. `inherit`: listening sockets to take instead of binding
    * (systemd's, by listen key: gateways/systemd.ts); the ones taken leave the map.
    */
   async start(inherit?: Map<string, net.Server>): Promise<void> {
-    const { config } = this;
-    this.gateways = config.gateways.map((o) => this.build(o));
-    this.outbound = config.outbound.map((o) => this.build(o));
+    const { config, part } = this;
+    this.gateways = part === 'services' ? [] : config.gateways.map((o) => this.build(o));
+    this.outbound = part === 'gateways' ? [] : config.outbound.map((o) => this.build(o));
     try {
       for (const g of [...this.outbound, ...this.gateways]) await g.listen(inherit);
-      if (config.ipcd) {
+      if (config.ipcd && part !== 'gateways') {
         this.ipcd = new Ipcd({ rundir: config.rundir, ...config.ipcd, logger: this.logger, metrics: this.metrics });
         await this.ipcd.start();
       }
@@ -73,20 +87,24 @@ export class Gatewayd {
       await this.ipcd?.close();
       throw err;
     }
-    this.logger.info({ file: config.file, gateways: this.gateways.length, outbound: this.outbound.length, ipcd: !!config.ipcd }, 'gatewayd started');
+    const started = { all: 'gatewayd started', gateways: 'worker started', services: 'services started' }[part];
+    this.logger.info({ file: config.file, gateways: this.gateways.length, outbound: this.outbound.length, ipcd: !!this.ipcd }, started);
   }
 
-  /** Reloads the file; reloads are serialised (a SIGHUP storm runs them one after another). */
-  reload(): Promise<void> {
-    this.reloading = this.reloading.then(() => this.reloadOnce());
+  /**
+   * Reloads the file (or what `load` returns: a cluster worker gets the text its primary
+   * checked); reloads are serialised (a SIGHUP storm runs them one after another).
+   */
+  reload(load: () => GatewaydConfig = () => loadConfig(this.config.file, this.logger)): Promise<void> {
+    this.reloading = this.reloading.then(() => this.reloadOnce(load));
     return this.reloading;
   }
 
-  private async reloadOnce(): Promise<void> {
+  private async reloadOnce(load: () => GatewaydConfig): Promise<void> {
     let next: GatewaydConfig;
     let built: Gateway[];
     try {
-      next = loadConfig(this.config.file, this.logger);
+      next = load();
       built = next.gateways.map((o) => this.build(o));
     } catch (err) {
       this.logger.error({ reason: (err as Error).message }, 'reload refused: keeping the configuration in use');

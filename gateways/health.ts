@@ -13,7 +13,7 @@
  */
 import net from 'node:net';
 import { checkRundir, servicePath } from '../src/rundir.js';
-import type { Gateway } from './gateway.js';
+import type { GatewayOptions } from './options.js';
 
 /** One probe's verdict. */
 export interface ServiceHealth {
@@ -37,10 +37,19 @@ export interface Readiness {
   services: ServiceHealth[];
 }
 
+/**
+ * What readiness needs of a gateway: its listeners, and the services it reaches by name.
+ * A {@link Gateway} is one; with workers, the primary describes its workers' gateways so.
+ */
+export interface HealthTarget {
+  readonly listeners: ListenerHealth[];
+  readonly core: { readonly options: Pick<GatewayOptions, 'service' | 'allow'> };
+}
+
 /** What is probed: the gateways of the process, and its run directory. */
 export interface HealthSubject {
   rundir: string;
-  gateways(): readonly Gateway[];
+  gateways(): readonly HealthTarget[];
   /** True once the process stops: a balancer should send no new client. */
   draining(): boolean;
 }

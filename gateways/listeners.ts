@@ -2,6 +2,7 @@
  * Binding a gateway's server sockets: one per listen address, each logged as
  * `listening` with its bound address (tests and operators read the port from it).
  */
+import cluster from 'node:cluster';
 import net from 'node:net';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { formatAddress } from './gateway.js';
@@ -10,7 +11,9 @@ import type { Logger } from '../src/log.js';
 
 /** Binds `server` to `address`; rejects with the bind error (EADDRINUSE...). */
 export async function bind(server: net.Server, address: ListenAddress, backlog: number): Promise<net.AddressInfo | string> {
-  if (address.path !== undefined) await clearStaleSocket(address.path);
+  // In a cluster worker the primary binds (and cleared stale files before forking): a
+  // probe here would find the socket its sibling already serves through the primary.
+  if (address.path !== undefined && !cluster.isWorker) await clearStaleSocket(address.path);
   const bound = await new Promise<net.AddressInfo | string>((resolve, reject) => {
     server.once('error', reject);
     const where = address.path !== undefined ? { path: address.path } : { host: address.host, port: address.port };
@@ -28,7 +31,7 @@ export async function bind(server: net.Server, address: ListenAddress, backlog: 
  * A socket file left at `socketPath` by a process that died is removed; one that a live
  * process serves, or a file that is not a socket, is refused (never replaced).
  */
-async function clearStaleSocket(socketPath: string): Promise<void> {
+export async function clearStaleSocket(socketPath: string): Promise<void> {
   const stat = await lstat(socketPath).catch(() => null);
   if (stat === null) return;
   if (!stat.isSocket()) throw new Error(`cannot listen on unix:${socketPath}: a file that is not a socket is in the way`);

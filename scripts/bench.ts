@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: measures the gateways (tcpd, tlsd, wsd, and the full ipcd chain)
+ * `npm run bench`: measures the gateways (tcpd, tlsd, wsd, gatewayd with 1 and 2 workers, and the full ipcd chain)
  * against a direct Unix socket and anchors (naive Node TCP and TLS pipes, HAProxy with
  * one thread in TCP and TLS mode, websockify), in one run, with ../shared/tools/ipcbench (C load generator and echo service) and, for the
  * chain, a Node client using connectIpc (scripts/bench/chain-client.ts). A benchmark, not
@@ -281,7 +281,8 @@ async function main(): Promise<number> {
           // Background: machine-wide busy cores minus what ipcbench measured (harness, target, echod).
           const busy = busyCores(cpuBefore, sampleCpu());
           const c = outcome.result?.cpu;
-          const measured = c ? c.harness_util + c.pids.reduce((sum, p) => sum + p.util, 0) : 0;
+          // Parts (gatewayd's workers) are inside their tree's figure already.
+          const measured = c ? c.harness_util + c.pids.reduce((sum, p) => sum + (p.part ? 0 : p.util), 0) : 0;
           const background = c ? Math.max(0, busy - measured) : null;
           runs.push({ workload: w, target: t, round, outcome, background });
           fs.appendFileSync(

@@ -128,6 +128,7 @@ const refusedByBoth: Array<[string, Config]> = [
   ['a key without its cert', { gateways: [{ ...goodEntry('ws'), key: 'k.pem' }] }],
   ['a per-process key in a gateway', { gateways: [{ ...goodEntry('tcp'), 'drain-timeout': 5 }] }],
   ['an outbound key in a gateway', { gateways: [{ ...goodEntry('tcp'), name: 'tcp' }] }],
+  ['too many workers', { workers: 1000, gateways: [] }],
   ['a negative drain-timeout', { 'drain-timeout': -1, gateways: [] }],
   ['an unknown outbound scheme', { outbound: { udp: {} }, gateways: [] }],
   ['an unknown outbound key', { outbound: { tcp: { ca: 'x' } }, gateways: [] }],

@@ -7,10 +7,9 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { AdminServer, registrySource, type MetricsSource } from '../admin.js';
-import { HealthChecks } from '../health.js';
+import { HealthChecks, type HealthTarget } from '../health.js';
 import { GatewayMetrics } from '../metrics.js';
 import { parseListenAddress } from '../listen.js';
-import type { Gateway } from '../gateway.js';
 import type { Logger } from '../../src/log.js';
 import { packageRoot } from './common.js';
 
@@ -33,7 +32,7 @@ export class DaemonAdmin {
     name: string,
     address: string | undefined,
     logger: Logger,
-    subject: { rundir: string; gateways(): readonly Gateway[] },
+    subject: { rundir: string; gateways(): readonly HealthTarget[] },
     metrics: { registry: GatewayMetrics; source?: MetricsSource } = { registry: new GatewayMetrics() },
   ) {
     this.metrics = metrics.registry;

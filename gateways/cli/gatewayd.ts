@@ -9,11 +9,17 @@
  */
 import { Command } from 'commander';
 import { Gatewayd, loadConfig } from '../gatewayd.js';
+import cluster from 'node:cluster';
 import { ServiceManagerLink } from '../gatewayd-systemd.js';
 import { watchConfig } from '../watch-config.js';
+import { clusterWanted, runCluster, type ClusterPrimary } from '../cluster.js';
+import { clusterMetricsSource } from '../cluster-metrics.js';
+import { listenKey } from '../gateway.js';
+import { notify } from '../../src/sd-notify.js';
 import { daemonLogger, fail, stopOnSignals } from './common.js';
 import { DaemonAdmin } from './admin.js';
 import { GatewayMetrics } from '../metrics.js';
+import type { HealthTarget } from '../health.js';
 
 const program = new Command('gatewayd')
   .description('libipc gateways (tcp, tls, ws), their outbound services and ipcd, from one configuration file')
@@ -43,41 +49,110 @@ const fileLevel = (() => {
   }
 })();
 const logger = daemonLogger('gatewayd', opts.logLevel ?? fileLevel);
-let daemon: Gatewayd | undefined;
-let admin: DaemonAdmin | undefined;
-let manager: ServiceManagerLink | undefined;
-stopOnSignals(
-  logger,
-  async () => {
-    admin?.drain();
-    await manager?.stopping();
-    await daemon?.close();
-    await admin?.close();
-  },
-  ['SIGINT', 'SIGTERM'],
-);
-// A SIGHUP while starting reloads once started (the file may have changed after it was read).
-let serving = false;
-let reloadWhenServing = false;
-process.on('SIGHUP', () => {
-  logger.info('SIGHUP: reloading the configuration');
-  if (serving) void manager!.reload(daemon!);
-  else reloadWhenServing = true;
-});
-try {
-  manager = new ServiceManagerLink(logger);
-  const config = loadConfig(opts.config, logger);
-  const metrics = new GatewayMetrics();
-  admin = new DaemonAdmin('gatewayd', config.admin, logger, { rundir: config.rundir, gateways: () => daemon?.running ?? [] }, { registry: metrics });
-  daemon = new Gatewayd(config, logger, metrics);
-  await daemon.start(manager.pool(config));
-  await admin.start();
-} catch (err) {
-  manager?.abandon();
-  await admin?.close();
-  fail(logger, err, 'gatewayd: cannot start');
+
+if (clusterWanted(opts.config)) {
+  if (cluster.isWorker) await runCluster(opts.config, logger);
+  else await runPrimary();
+} else {
+  await runOneProcess();
 }
-serving = true;
-await manager.ready(daemon);
-if (reloadWhenServing) void manager.reload(daemon);
-if (opts.watchConfig) watchConfig(opts.config, () => void manager.reload(daemon), logger);
+
+/** workers: 1: one process, as stunnel or HAProxy without nbthread. */
+async function runOneProcess(): Promise<void> {
+  let daemon: Gatewayd | undefined;
+  let admin: DaemonAdmin | undefined;
+  let manager: ServiceManagerLink | undefined;
+  stopOnSignals(
+    logger,
+    async () => {
+      admin?.drain();
+      await manager?.stopping();
+      await daemon?.close();
+      await admin?.close();
+    },
+    ['SIGINT', 'SIGTERM'],
+  );
+  // A SIGHUP while starting reloads once started (the file may have changed after it was read).
+  let serving = false;
+  let reloadWhenServing = false;
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reloading the configuration');
+    if (serving) void manager!.reload(daemon!);
+    else reloadWhenServing = true;
+  });
+  try {
+    manager = new ServiceManagerLink(logger);
+    const config = loadConfig(opts.config, logger);
+    const metrics = new GatewayMetrics();
+    admin = new DaemonAdmin('gatewayd', config.admin, logger, { rundir: config.rundir, gateways: () => daemon?.all ?? [] }, { registry: metrics });
+    daemon = new Gatewayd(config, logger, 'all', metrics);
+    await daemon.start(manager.pool(config));
+    await admin.start();
+  } catch (err) {
+    manager?.abandon();
+    await admin?.close();
+    fail(logger, err, 'gatewayd: cannot start');
+  }
+  serving = true;
+  await manager.ready(daemon);
+  if (reloadWhenServing) void manager.reload(daemon);
+  if (opts.watchConfig) watchConfig(opts.config, () => void manager.reload(daemon), logger);
+}
+
+/**
+ * workers > 1: the primary (gateways/cluster.ts) supervises the workers and serves the
+ * outbound services, ipcd and the admin listener, whose metrics add up every worker's.
+ */
+async function runPrimary(): Promise<void> {
+  let primary: ClusterPrimary | null = null;
+  let admin: DaemonAdmin | undefined;
+  const metrics = new GatewayMetrics();
+  try {
+    const manager = new ServiceManagerLink(logger);
+    const config = loadConfig(opts.config, logger);
+    if (manager.pool(config) !== undefined) {
+      manager.abandon();
+      throw new Error('systemd socket activation (LISTEN_FDS) with workers above 1 is not supported yet: use workers: 1, or let gatewayd bind its addresses');
+    }
+    admin = new DaemonAdmin(
+      'gatewayd',
+      config.admin,
+      logger,
+      { rundir: config.rundir, gateways: () => (primary ? workerTargets(primary) : []) },
+      { registry: metrics, source: clusterMetricsSource(metrics.registry, () => primary?.state().processes ?? [], logger) },
+    );
+    primary = await runCluster(opts.config, logger, {
+      metrics,
+      onReady: () => void notify(`READY=1\nSTATUS=serving with ${config.workers} workers`),
+      onReloading: () => void notify(`RELOADING=1\nMONOTONIC_USEC=${process.hrtime.bigint() / 1000n}\nSTATUS=reloading the configuration`),
+      onReloaded: (result) => {
+        metrics.reload(result);
+        void notify('READY=1\nSTATUS=serving');
+      },
+      onStopping: () => {
+        admin?.drain();
+        void notify('STOPPING=1\nSTATUS=draining connections');
+      },
+    });
+    await admin.start();
+  } catch (err) {
+    await admin?.close();
+    fail(logger, err, 'gatewayd: cannot start');
+  }
+  if (opts.watchConfig) watchConfig(opts.config, () => primary?.reload(), logger);
+}
+
+/** Readiness of the workers' gateways as the primary sees them: bound while every worker serves. */
+function workerTargets(primary: ClusterPrimary): HealthTarget[] {
+  const { config, serving, workers, services } = primary.state();
+  const bound = serving === workers;
+  const ofWorkers = config.gateways.map((options) => ({
+    core: { options },
+    listeners: options.listen.map((address) => ({
+      transport: options.kind === 'ws' && options.tls ? 'wss' : options.kind,
+      listener: listenKey(address),
+      bound,
+    })),
+  }));
+  return [...services, ...ofWorkers];
+}

@@ -367,6 +367,7 @@ export function floorSummary(rows: readonly Row[], targets: readonly TargetSpec[
       );
     }
     if (spec?.rateVs) out.push(...rateLines(rows, g, spec));
+    if (spec?.compareWith) out.push(...sameRunLines(rows, g, spec.compareWith));
     const parts = rows.filter((r) => r.target === g && r.cpuParts);
     if (parts.length > 0) {
       const list = parts.map((r) => {
@@ -378,6 +379,20 @@ export function floorSummary(rows: readonly Row[], targets: readonly TargetSpec[
     }
   }
   return out;
+}
+
+/** A gateway against another of ours in the same run (gatewayd-N against tcpd): CPU and throughput ratios. */
+function sameRunLines(rows: readonly Row[], g: string, other: string): string[] {
+  const pairs = rows
+    .filter((r) => r.target === g && r.mem === null)
+    .map((r) => ({ r, o: rows.find((x) => x.workload === r.workload && x.target === other) }))
+    .filter((p) => p.o !== undefined);
+  const parts = pairs.map(({ r, o }) => {
+    const cpu = r.cpu !== null && o!.cpu !== null ? `CPU ${r.cpu.toFixed(1)} vs ${o!.cpu.toFixed(1)} µs/${r.workload.startsWith('connect') ? 'conn' : 'msg'} = ${(r.cpu / o!.cpu).toFixed(2)}x` : 'CPU -';
+    const rate = r.rate !== null && o!.rate ? `throughput ${(r.rate / o!.rate).toFixed(2)}x` : 'throughput -';
+    return `${r.workload}: ${cpu}, ${rate}`;
+  });
+  return parts.length ? [`${g}: vs ${other} (same run): ${parts.join('; ')}`] : [];
 }
 
 /** Throughput / the reference's (wsd / websockify), or, without it, the fallback figures. */

@@ -53,6 +53,12 @@ export interface RunningTarget {
   chain?: ChainTarget;
   /** Set when the target cannot run here (say, not installed): its runs are skipped, not failed. */
   unavailable?: string;
+  /**
+   * Processes inside `cpuPid`'s tree measured on their own too (gatewayd's workers): the
+   * result names them, and the rest of the tree is named `primary`. At most 2 (ipcbench
+   * measures 4 pids: the target, echod and these).
+   */
+  cpuSplit?: { name: string; pid: number }[];
 }
 
 export interface TargetSpec {
@@ -86,6 +92,11 @@ export interface TargetSpec {
    * message, and memory per idle connection, as a ratio to its): HAProxy, websockify.
    */
   peer?: string;
+  /**
+   * A gateway of ours this one is compared with in the same run (gatewayd with tcpd: same
+   * gateway code, one config file, N workers): CPU per message and throughput as ratios.
+   */
+  compareWith?: string;
   /** Part of the default selection. */
   default: boolean;
   start(ctx: TargetContext): Promise<RunningTarget>;
@@ -123,6 +134,42 @@ async function startUnixDaemon(ctx: TargetContext, name: string, script: string,
   return daemon;
 }
 
+/**
+ * gatewayd with one tcp gateway (`service: echo`, as the tcpd target) and `workers` worker
+ * processes; ready once its `gatewayd started` line is logged (every worker serving).
+ * CPU: the primary's process tree (primary and workers); with workers, each worker on
+ * its own too, so the report shows how the work was spread.
+ */
+async function startGatewayd(ctx: TargetContext, workers: number, policy?: 'none'): Promise<RunningTarget> {
+  const name = `gatewayd-${workers}${policy ? `-${policy}` : ''}`;
+  const script = ctx.repo('dist/gateways/cli/gatewayd.js');
+  if (!fs.existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` (npm run bench does)`);
+  const config = path.join(ctx.rundir, `${name}.yaml`);
+  fs.writeFileSync(
+    config,
+    `workers: ${workers}\ndrain-timeout: 1000\ngateways:\n  - type: tcp\n    listen: 127.0.0.1:0\n    service: ${ctx.service}\n`,
+  );
+  let started: { workerPids?: number[] } = {};
+  const { daemon, value } = await ctx.procs.startDaemon(name, process.execPath, [script, '--config', config], {
+    env: { RUNDIR: ctx.rundir, IPC_NETWORK: undefined, NODE_CLUSTER_SCHED_POLICY: policy },
+    cwd: ctx.root,
+    ready: (log) => {
+      const line = log.split('\n').find((l) => l.includes('"msg":"gatewayd started"'));
+      if (line === undefined) return undefined;
+      started = JSON.parse(line) as typeof started;
+      return jsonListeningPort(log, 'tcp');
+    },
+  });
+  const pids = started.workerPids ?? [];
+  return {
+    url: `tcp://127.0.0.1:${value as number}`,
+    args: [],
+    cpuPid: daemon.pid,
+    daemons: [daemon],
+    ...(pids.length > 1 ? { cpuSplit: pids.slice(0, 2).map((pid, i) => ({ name: `worker ${i}`, pid })) } : {}),
+  };
+}
+
 /** A development CA and a server certificate for 127.0.0.1 (src/certs.ts, ECDSA P-256), in RUNDIR. */
 export function tlsFiles(ctx: TargetContext): { ca: string; cert: string; key: string } {
   const cached = ctx.cache.get('tls') as { ca: string; cert: string; key: string } | undefined;
@@ -156,6 +203,9 @@ function onPath(command: string): string | null {
 
 /** The workloads the TLS and WebSocket targets run (the issue's: rr at 1 and 64 connections, connect). */
 const SECURE_AND_WS_WORKLOADS = ['rr-c1-64', 'rr-c64-64', 'connect-c8'] as const;
+
+/** The workloads gatewayd runs (issue 9): rr at 64 connections of 64 B, and connect. */
+const GATEWAYD_WORKLOADS = ['rr-c64-64', 'connect-c8'] as const;
 
 /** The workloads HAProxy (TCP) runs: the issue's table rows. */
 const HAPROXY_WORKLOADS = ['rr-c64-64', 'rr-c64-16k', 'stream-c8-64k', 'connect-c8'] as const;
@@ -348,6 +398,36 @@ export const TARGETS: readonly TargetSpec[] = [
     },
   },
   {
+    name: 'gatewayd-1',
+    description: 'gatewayd, workers: 1 (one process, no cluster), one tcp gateway with service: echo',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    compareWith: 'tcpd',
+    workloads: GATEWAYD_WORKLOADS,
+    default: true,
+    start: (ctx) => startGatewayd(ctx, 1),
+  },
+  {
+    name: 'gatewayd-2',
+    description: 'gatewayd, workers: 2 (node:cluster round-robin: the primary accepts, hands each connection to a worker); CPU = primary + workers',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    compareWith: 'tcpd',
+    workloads: GATEWAYD_WORKLOADS,
+    default: true,
+    start: (ctx) => startGatewayd(ctx, 2),
+  },
+  {
+    name: 'gatewayd-2-none',
+    description: 'gatewayd-2 with NODE_CLUSTER_SCHED_POLICY=none: each worker accepts from the shared socket (no hand-off; the kernel decides the spread); gatewayd-2 minus this = the round-robin hand-off',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    compareWith: 'tcpd',
+    workloads: GATEWAYD_WORKLOADS,
+    default: false,
+    start: (ctx) => startGatewayd(ctx, 2, 'none'),
+  },
+  {
     name: 'node-pipe-tls',
     description: 'naive Node TLS pipe() proxy, TLS -> Unix (anchors/node-pipe.js tls, same certificate)',
     role: 'anchor',
@@ -523,6 +603,7 @@ export function selectTargets(only: readonly string[] | undefined, bare: boolean
       if (spec.cpuVs) chosen.add(spec.cpuVs);
       if (spec.rateVs) chosen.add(spec.rateVs.name);
       if (spec.peer) chosen.add(spec.peer);
+      if (spec.compareWith) chosen.add(spec.compareWith);
     }
   }
   // Registry order: each gateway after the anchors it is compared with.

@@ -121,7 +121,7 @@ export interface IpcbenchResult {
     /** Chain: the figure of merit (sum over the gateway processes); else pids[0]'s. */
     figure_us_per_msg?: number;
     /** `name` only in chain lines. */
-    pids: { pid: number; name?: string; cpu_s: number; util: number; us_per_msg: number }[];
+    pids: { pid: number; name?: string; cpu_s: number; util: number; us_per_msg: number; part?: boolean }[];
   };
   errors: Record<string, number>;
   errors_total: number;
@@ -177,7 +177,11 @@ export async function runIpcbench(
     '-q',
     ...(idle
       ? ['--mem-pid', String(target.cpuPid)]
-      : ['--cpu-pid', String(target.cpuPid), ...(target.cpuPid !== echodPid ? ['--cpu-pid', String(echodPid)] : [])]),
+      : [
+          '--cpu-pid', String(target.cpuPid),
+          ...(target.cpuPid !== echodPid ? ['--cpu-pid', String(echodPid)] : []),
+          ...(target.cpuSplit ?? []).flatMap((p) => ['--cpu-pid', String(p.pid)]),
+        ]),
     ...target.args,
     target.url,
   ];
@@ -192,10 +196,33 @@ export async function runIpcbench(
       result = null;
     }
   }
+  if (result?.cpu && target.cpuSplit?.length) nameSplit(result, target.cpuSplit);
   const status = r.timedOut ? 'killed after timeout' : r.signal ? `signal ${r.signal}` : `exit ${r.code}`;
   let failure: string | null = null;
   if (r.timedOut) failure = `ipcbench did not finish within ${timeoutMs / 1000} s`;
   else if (result === null) failure = `ipcbench printed no result (${status}): ${r.stderr.trim().slice(-500)}`;
   else if (r.code !== 0 && r.code !== 2) failure = `ipcbench ${status}: ${r.stderr.trim().slice(-500)}`;
   return { result, raw, status, failure, stderr: r.stderr };
+}
+
+/**
+ * Names the CPU figures of a split target (gatewayd's workers): the processes of
+ * `split` by name, and `primary` for the rest of the tree (pids[0] minus them), added to
+ * pids; all marked `part` (inside pids[0], not to be added to it); the figure of merit
+ * stays the whole tree.
+ */
+function nameSplit(result: IpcbenchResult, split: readonly { name: string; pid: number }[]): void {
+  const cpu = result.cpu!;
+  const tree = cpu.pids[0];
+  if (tree === undefined) return;
+  cpu.figure_us_per_msg = tree.us_per_msg;
+  let rest = { cpu_s: tree.cpu_s, util: tree.util, us_per_msg: tree.us_per_msg };
+  for (const part of split) {
+    const entry = cpu.pids.find((p) => p.pid === part.pid && p !== tree);
+    if (entry === undefined) continue;
+    entry.name = part.name;
+    entry.part = true;
+    rest = { cpu_s: rest.cpu_s - entry.cpu_s, util: rest.util - entry.util, us_per_msg: rest.us_per_msg - entry.us_per_msg };
+  }
+  cpu.pids.push({ pid: tree.pid, name: 'primary', ...rest, part: true });
 }
