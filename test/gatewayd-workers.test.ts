@@ -15,6 +15,7 @@ import { RawClient, frame, probeEcho, tcpSession } from './helpers/raw-client.js
 import { codeOf, type LogLine } from './helpers/log-sink.js';
 import { until } from './helpers/wait.js';
 import { connectIpc } from '../src/client.js';
+import { adminPort, metricValue, scrape } from './helpers/admin.js';
 
 const WAIT = 15_000;
 
@@ -383,4 +384,28 @@ test('a unix: listen address with workers: 2: a stale socket file is cleared onc
   t.deepEqual([...new Set(ends().map((l) => l['pid']))].sort(), [...c.workerPids].sort());
   c.daemon.kill('SIGTERM');
   t.is((await c.daemon.waitExit(WAIT)).code, 0);
+});
+
+test('with workers: 2 the primary\'s /metrics adds up both workers (connections and messages), /readyz follows the workers, and promtool accepts it', async (t) => {
+  const cl = await startCluster(t, config('admin: 127.0.0.1:0\n'));
+  const admin = await adminPort(cl.daemon);
+  const N = 60;
+  for (let i = 0; i < N; i++) await oneEcho(cl.port, frame(`m${i}`));
+  await until(() => cl.daemon.log.lines.filter((l) => l.msg === 'connection closed').length >= N, 'every teardown logged');
+  const servedBy = new Set(cl.daemon.log.lines.filter((l) => l.msg === 'connection closed').map((l) => l['pid']));
+  t.is(servedBy.size, 2, 'both workers served some');
+  const text = await scrape(admin);
+  const listener = `127.0.0.1:${cl.port}`;
+  t.is(metricValue(text, 'libipc_connections_total', { transport: 'tcp', listener }), N);
+  t.is(metricValue(text, 'libipc_messages_total', { transport: 'tcp', listener, service: 'pong', direction: 'in' }), N);
+  t.is(metricValue(text, 'libipc_service_connections_total', { transport: 'tcp', listener, service: 'pong' }), N);
+  const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  t.is(check.status, 0, `promtool: ${check.stdout}${check.stderr}`);
+  t.is((await fetch(`http://127.0.0.1:${admin}/readyz`)).status, 200);
+  // One worker killed: not ready until its replacement serves.
+  process.kill(cl.workerPids[0]!, 'SIGKILL');
+  await cl.daemon.log.waitFor((l) => l.msg === 'worker restarted', WAIT, 'worker restarted');
+  t.is((await fetch(`http://127.0.0.1:${admin}/readyz`)).status, 200);
+  cl.daemon.kill('SIGTERM');
+  t.is((await cl.daemon.waitExit(WAIT)).code, 0);
 });
