@@ -6,11 +6,13 @@
  *   gatewayd.yaml: gateways[1].max-payload: expected an integer from 0 to 4294967295, got -1
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import os from 'node:os';
 import { parseDocument } from 'yaml';
 import { resolveRundir, serviceNameProblem } from '../src/rundir.js';
 import type { Logger } from '../src/log.js';
 import { parseListenAddress } from './listen.js';
+import { packageRoot } from './package-root.js';
 import { OPTION_SPECS, OptionsError, flagOf, normalizeGatewayOptions, type GatewayKind, type GatewayOptions } from './options.js';
 
 /** An ipcd of the process (`ipcd: true`, or a map of its flags). */
@@ -134,8 +136,10 @@ function checkConfig(file: string, root: unknown, logger: Logger | undefined): G
       if (OUTBOUND_KEYS.has(flag)) throw new OptionsError(`${at}.${flag}`, 'the outbound side under the top-level outbound: key', flag);
       const key = KEY_OF_FLAG.get(flag);
       if (key === undefined) throw new OptionsError(`${at}.${flag}`, `a flag of ${type}d (kebab-case)`, `unknown key ${flag}`);
-      input[key] = value;
+      input[key] = PATH_KEYS.has(key) ? besideFile(file, value) : value;
     }
+    // As wsd: the bundled page unless `static` names a directory or is false.
+    if (type === 'ws' && (input['static'] === undefined || input['static'] === true)) input['static'] = path.join(packageRoot(), 'web');
     const options = normalizeGatewayOptions(type, { ...input, ...common, outbound: false }, (key) => `${at}.${flagOf(key)}`);
     if (options.listen.length === 0) throw new OptionsError(`${at}.listen`, 'at least one address');
     return options;
@@ -166,7 +170,7 @@ function checkConfig(file: string, root: unknown, logger: Logger | undefined): G
     for (const [flag, value] of Object.entries(map)) {
       const key = keyOf[flag];
       if (key === undefined) throw new OptionsError(`${at}.${flag}`, 'outbound-ca, name or send-proxy-v2', `unknown key ${flag}`);
-      input[key] = flag === 'name' ? [value] : value;
+      input[key] = flag === 'name' ? [value] : PATH_KEYS.has(key) ? besideFile(file, value) : value;
     }
     // The outbound side of a gateway kind, with no listener (and no TLS material of its own).
     const options = normalizeGatewayOptions(kind === 'tls' ? 'tcp' : kind, { ...input, ...common }, (key) => `${at}.${flagOf(key)}`);
@@ -203,6 +207,17 @@ function listenAt(value: unknown, at: string): string {
     throw new OptionsError(at, 'an address: HOST:PORT, [V6]:PORT or unix:/path', (err as Error).message);
   }
   return text;
+}
+
+/**
+ * Options naming files or directories: a relative path in the file is relative to the
+ * file's own directory, so a configuration means the same from any working directory
+ * (systemd starts services in /).
+ */
+const PATH_KEYS = new Set(['cert', 'key', 'ca', 'outboundCa', 'static']);
+
+function besideFile(file: string, value: unknown): unknown {
+  return typeof value === 'string' && value !== '' && !path.isAbsolute(value) ? path.resolve(path.dirname(file), value) : value;
 }
 
 function stringAt(value: unknown, at: string): string {

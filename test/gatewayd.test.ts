@@ -42,21 +42,6 @@ function listeningInode(port: number): string | undefined {
   return undefined;
 }
 
-test('the sample configuration serves tcp, ws, the outbound tcp service and ipcd in one process', async (t) => {
-  const sample = readFileSync(path.join(REPO_ROOT, 'gatewayd.example.yaml'), 'utf8').replace('listen: [127.0.0.1:8998]', 'listen: [127.0.0.1:0]')
-    .replace('listen: 127.0.0.1:8080', 'listen: 127.0.0.1:0');
-  const { rundir, daemon } = await setup(t, sample);
-  await probeEcho(await tcpSession(t, portOf(daemon, 'tcp')));
-  const ws = await openWs(t, `ws://127.0.0.1:${portOf(daemon, 'ws')}/pong`, { origin: 'http://127.0.0.1:8080' });
-  ws.ws.send(Buffer.from('hello'));
-  t.is((await ws.next()).data.toString(), 'hello');
-  t.truthy(daemon.log.lines.find((l) => l.msg === 'listening' && l['service'] === 'ipc' && l['path'] === path.join(rundir, 'ipc')));
-  t.truthy(daemon.log.lines.find((l) => l.msg === 'listening' && l['role'] === 'outbound' && l['service'] === 'tcp'));
-  ws.ws.terminate();
-  daemon.kill('SIGTERM');
-  t.is((await daemon.waitExit(WAIT)).code, 0);
-});
-
 const refused = test.macro({
   async exec(t, yaml: string | null, message: RegExp) {
     const dir = await tempDir(t, 'gwd-');
@@ -85,7 +70,7 @@ test('a TLS gateway without its files', refused, 'gateways:\n  - type: tls\n    
 test('--check accepts the sample configuration', async (t) => {
   const run = await runCli(t, 'gatewayd', ['--check', '--config', path.join(REPO_ROOT, 'gatewayd.example.yaml')]);
   t.is(run.code, 0, run.stderr);
-  t.regex(run.stdout, /valid \(2 gateways, 1 outbound services, ipcd on\)/);
+  t.regex(run.stdout, /valid \(3 gateways, 1 outbound services, ipcd on\)/);
 });
 
 test('SIGHUP reloads: the listening socket is kept, an open connection keeps echoing, an added gateway serves, a bad file is refused', async (t) => {

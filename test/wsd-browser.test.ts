@@ -7,8 +7,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import type { Page } from 'playwright-core';
-import { CHROMIUM, openPage } from './helpers/browser.js';
+import { CHROMIUM, STATE_DISCONNECTED, connect, openPage, sendAndRead } from './helpers/browser.js';
 import { WAIT, slot, startPongd, startWsd, tempDir, type Line } from './helpers/ws-procs.js';
 import { devCertificates } from './helpers/ws-fixtures.js';
 
@@ -30,30 +29,6 @@ async function setup(t: ExecutionContext, extraArgs: readonly string[] = []) {
  * keep-alive connections that fetched the page (see wsd.test.ts).
  */
 const upgradeRefused = (l: Line) => l.msg === 'connection refused' && l['status'] !== undefined;
-
-// Evaluated in the page (strings: this file is compiled without the DOM library).
-const STATE_SETTLED = `(() => {
-  const s = document.getElementById('state').textContent;
-  return s.startsWith('connected') || s.startsWith('disconnected (');
-})()`;
-const STATE_DISCONNECTED = `document.getElementById('state').textContent.startsWith('disconnected (')`;
-
-/** Connects the page to `service` and waits for the state to settle (connected or not). */
-async function connect(page: Page, service: string): Promise<string> {
-  await page.fill('#service', service);
-  await page.click('#connect');
-  await page.waitForFunction(STATE_SETTLED);
-  return (await page.textContent('#state')) ?? '';
-}
-
-/** Types `message`, clicks Send, and resolves the text of reply number `index` (0-based). */
-async function sendAndRead(page: Page, message: string, index: number): Promise<string> {
-  await page.fill('#message', message);
-  await page.click('#send');
-  const item = page.locator('#replies li').nth(index);
-  await item.waitFor();
-  return (await item.textContent()) ?? '';
-}
 
 // In CI a missing browser is a failure (the tests would prove nothing), not a skip.
 const browserTest = existsSync(CHROMIUM) || process.env['CI'] ? test.serial : test.skip;

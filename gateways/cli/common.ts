@@ -3,9 +3,6 @@
  * shutdown on SIGINT, SIGTERM and SIGHUP.
  */
 import { InvalidArgumentError } from 'commander';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createLogger, type Logger } from '../../src/log.js';
 
 /** commander parser for a non-negative integer option. */
@@ -84,13 +81,4 @@ export function fail(logger: Logger, err: unknown, msg: string): never {
   process.exit(1);
 }
 
-/** The directory holding this package's package.json (works from src and from dist). */
-export function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'web'))) return dir;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error('cannot find the package root (package.json beside web/)');
-    dir = parent;
-  }
-}
+export { packageRoot } from '../package-root.js';

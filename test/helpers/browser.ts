@@ -55,3 +55,28 @@ export async function openPage(
   return { context, page, failedLoads };
 }
 
+// The bundled WebSocket page (web/): its controls, as a user drives them.
+// Evaluated in the page (strings: this file is compiled without the DOM library).
+export const STATE_SETTLED = `(() => {
+  const s = document.getElementById('state').textContent;
+  return s.startsWith('connected') || s.startsWith('disconnected (');
+})()`;
+export const STATE_DISCONNECTED = `document.getElementById('state').textContent.startsWith('disconnected (')`;
+
+/** Connects the page to `service` and waits for the state to settle (connected or not). */
+export async function connect(page: Page, service: string): Promise<string> {
+  await page.fill('#service', service);
+  await page.click('#connect');
+  await page.waitForFunction(STATE_SETTLED);
+  return (await page.textContent('#state')) ?? '';
+}
+
+/** Types `message`, clicks Send, and resolves the text of reply number `index` (0-based). */
+export async function sendAndRead(page: Page, message: string, index: number): Promise<string> {
+  await page.fill('#message', message);
+  await page.click('#send');
+  const item = page.locator('#replies li').nth(index);
+  await item.waitFor();
+  return (await item.textContent()) ?? '';
+}
+
