@@ -341,6 +341,32 @@ export const TARGETS: readonly TargetSpec[] = [
     },
   },
   {
+    name: 'tcpd-admin',
+    description: 'tcpd --service echo with --admin, /metrics scraped every second during the run (issue 10: within noise of tcpd)',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    peer: 'haproxy',
+    default: false,
+    start: async (ctx) => {
+      const adminPort = await freePort();
+      const { daemon, port } = await startNodeDaemon(
+        ctx,
+        'tcpd-admin',
+        ctx.repo('dist/gateways/cli/tcpd.js'),
+        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--admin', `127.0.0.1:${adminPort}`],
+        'tcp',
+      );
+      // A scrape a second (Prometheus' default is 15 s: this is the heavy end), counted in
+      // tcpd's CPU; the scraper itself is this process, not measured.
+      const scraper = setInterval(() => {
+        if (daemon.exit !== null) return clearInterval(scraper);
+        fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text()).catch(() => undefined);
+      }, 1000);
+      scraper.unref();
+      return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
     name: 'tcpd-per-ip',
     description: 'tcpd --service echo with per-IP limits on (--max-connections-per-ip, --connect-rate-per-ip): checked once per connection',
     role: 'gateway',
