@@ -113,10 +113,11 @@ export async function startNodeDaemon(
   args: readonly string[],
   transport?: string,
   rundir = ctx.rundir,
+  env: NodeJS.ProcessEnv = {},
 ): Promise<{ daemon: Daemon; port: number }> {
   if (!fs.existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` (npm run bench does)`);
   const { daemon, value } = await ctx.procs.startDaemon(name, process.execPath, [script, ...args], {
-    env: { RUNDIR: rundir, IPC_NETWORK: undefined },
+    env: { RUNDIR: rundir, IPC_NETWORK: undefined, ...env },
     cwd: ctx.root,
     ready: (log) => jsonListeningPort(log, transport),
   });
@@ -367,6 +368,23 @@ export const TARGETS: readonly TargetSpec[] = [
     },
   },
   {
+    name: 'tcpd-ref',
+    description: 'tcpd --service echo from another built checkout (env BENCH_REF=DIR, e.g. a git worktree of an older commit): before/after in one run',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    peer: 'haproxy',
+    default: false,
+    start: async (ctx) => {
+      const ref = process.env['BENCH_REF'];
+      const script = ref === undefined ? '' : path.resolve(ref, 'dist/gateways/cli/tcpd.js');
+      if (ref === undefined || !fs.existsSync(script)) {
+        return { url: '', args: [], cpuPid: -1, daemons: [], unavailable: 'set BENCH_REF to a built checkout (git worktree add DIR REV && cd DIR && npm run build)' };
+      }
+      const { daemon, port } = await startNodeDaemon(ctx, 'tcpd-ref', script, ['--listen', '127.0.0.1:0', '--service', ctx.service], 'tcp');
+      return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
     name: 'tcpd-per-ip',
     description: 'tcpd --service echo with per-IP limits on (--max-connections-per-ip, --connect-rate-per-ip): checked once per connection',
     role: 'gateway',
@@ -532,6 +550,27 @@ export const TARGETS: readonly TargetSpec[] = [
         'wsd',
         ctx.repo('dist/gateways/cli/wsd.js'),
         ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--no-static', '--ping-interval', '0'],
+      );
+      return { url: `ws://127.0.0.1:${port}/${ctx.service}`, args: ['--ws-payload=raw'], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
+    name: 'wsd-js-mask',
+    description: 'wsd as above with WS_NO_BUFFER_UTIL=1: ws masks in JS instead of the optional bufferutil addon',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    peer: 'websockify',
+    default: false,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: async (ctx) => {
+      const { daemon, port } = await startNodeDaemon(
+        ctx,
+        'wsd-js-mask',
+        ctx.repo('dist/gateways/cli/wsd.js'),
+        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--no-static', '--ping-interval', '0'],
+        undefined,
+        ctx.rundir,
+        { WS_NO_BUFFER_UTIL: '1' },
       );
       return { url: `ws://127.0.0.1:${port}/${ctx.service}`, args: ['--ws-payload=raw'], cpuPid: daemon.pid, daemons: [daemon] };
     },
