@@ -50,8 +50,11 @@ export interface AdminOptions {
   pageDir: string;
 }
 
-/** Admin connections at once; more wait in the kernel backlog. */
+/** Admin connections at once, and from one address: beyond, a connection is closed at once. */
 const MAX_ADMIN_CONNECTIONS = 64;
+const MAX_ADMIN_CONNECTIONS_PER_ADDRESS = 8;
+/** A connection with nothing going on this long is closed (keep-alive included). */
+const ADMIN_IDLE_MS = 5000;
 const STATIC_FILES: Record<string, { file: string; type: string }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/status.js': { file: 'status.js', type: 'text/javascript; charset=utf-8' },
@@ -70,7 +73,9 @@ export class AdminServer {
     for (const [route, { file, type }] of Object.entries(STATIC_FILES)) {
       this.page.set(route, { body: readFileSync(path.join(options.pageDir, file)), type });
     }
-    this.server = http.createServer({ headersTimeout: 5000, requestTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => {
+    // connectionsCheckingInterval: the header and request timeouts are enforced within a
+    // second, not Node's default 30 s (a slow client holds a slot only that long).
+    this.server = http.createServer({ headersTimeout: 5000, requestTimeout: 10_000, keepAliveTimeout: 5000, connectionsCheckingInterval: 1000 }, (req, res) => {
       this.route(req, res).catch((err: Error) => {
         options.logger.error({ err, path: req.url }, 'admin request failed');
         if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n');
@@ -78,7 +83,24 @@ export class AdminServer {
       });
     });
     this.server.maxConnections = MAX_ADMIN_CONNECTIONS;
+    this.server.setTimeout(ADMIN_IDLE_MS, (socket: net.Socket) => socket.destroy());
     this.server.on('clientError', (_err, socket) => socket.destroy());
+    // One address cannot take every slot (the balancer's health checks must get through).
+    const perAddress = new Map<string, number>();
+    this.server.on('connection', (socket: net.Socket) => {
+      const address = socket.remoteAddress ?? 'unix';
+      const count = (perAddress.get(address) ?? 0) + 1;
+      if (count > MAX_ADMIN_CONNECTIONS_PER_ADDRESS && address !== 'unix') {
+        socket.destroy();
+        return;
+      }
+      perAddress.set(address, count);
+      socket.once('close', () => {
+        const left = (perAddress.get(address) ?? 1) - 1;
+        if (left <= 0) perAddress.delete(address);
+        else perAddress.set(address, left);
+      });
+    });
   }
 
   /** The bound address (a `host:port` AddressInfo, or a Unix path). */

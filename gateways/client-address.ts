@@ -55,55 +55,49 @@ export interface ForwardedClient {
   header: 'forwarded' | 'x-forwarded-for';
 }
 
+/** The headers a trusted HTTP proxy may write the client address in (`--forwarded-header`). */
+export const FORWARDED_HEADERS = ['x-forwarded-for', 'forwarded'] as const;
+export type ForwardedHeader = (typeof FORWARDED_HEADERS)[number];
+
+type Node = { address: string; port: number | undefined };
+
 /**
- * The client address of a request relayed by trusted proxies: the `Forwarded` header
- * (RFC 7239, `for=`) when present, else `X-Forwarded-For`. Read from the right (the
- * entry the nearest proxy added) past every trusted proxy; the first untrusted entry is
- * the client. Null when there is no such header, or an entry is not an IP address
- * (`unknown`, obfuscated names, garbage): then nothing in it can be trusted.
+ * The client address of a request relayed by trusted proxies, from the one header the
+ * operator said they write (`X-Forwarded-For` by default, or RFC 7239 `Forwarded`): the
+ * other is never read, since proxies that append to one pass a client's own copy of the
+ * other through untouched. Entries are read from the right (the one the nearest proxy
+ * added) past every trusted proxy; the first untrusted entry is the client, and what lies
+ * left of it (the client's own writing) is ignored. Null when the header is absent, or an
+ * entry up to that point is not an IP address (`unknown`, a name, garbage, an element
+ * without `for=`): a trusted proxy wrote it, and it cannot be read.
  */
-export function forwardedClient(headers: http.IncomingHttpHeaders, trusted: TrustedProxies): ForwardedClient | null {
-  const forwarded = headers['forwarded'];
-  let entries: Array<{ address: string; port: number | undefined }> | null;
-  let header: ForwardedClient['header'];
-  if (forwarded !== undefined) {
-    header = 'forwarded';
-    entries = forwardedFor(forwarded);
-  } else {
-    const xff = headers['x-forwarded-for'];
-    if (xff === undefined) return null;
-    header = 'x-forwarded-for';
-    const list = (Array.isArray(xff) ? xff.join(',') : xff).split(',').map((s) => parseNode(s.trim()));
-    entries = list.some((e) => e === null) ? null : (list as Array<{ address: string; port: number | undefined }>);
-  }
-  if (entries === null || entries.length === 0) return null;
+export function forwardedClient(headers: http.IncomingHttpHeaders, trusted: TrustedProxies, header: ForwardedHeader = 'x-forwarded-for'): ForwardedClient | null {
+  const value = headers[header];
+  if (value === undefined) return null;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  const entries = text.split(',').map((element) => (header === 'forwarded' ? forwardedFor(element) : parseNode(element.trim())));
   for (let i = entries.length - 1; i >= 0; i--) {
-    const entry = entries[i]!;
+    const entry = entries[i];
+    if (entry === null || entry === undefined) return null;
     if (i === 0 || !trusted.has(entry.address)) return { ...entry, header };
   }
   return null;
 }
 
-/** The `for=` values of a Forwarded header, in order; null when one is missing or not an IP. */
-function forwardedFor(value: string): Array<{ address: string; port: number | undefined }> | null {
-  const out: Array<{ address: string; port: number | undefined }> = [];
-  for (const element of value.split(',')) {
-    const pair = element
-      .split(';')
-      .map((p) => p.trim())
-      .find((p) => p.toLowerCase().startsWith('for='));
-    if (pair === undefined) return null;
-    let node = pair.slice(4);
-    if (node.startsWith('"') && node.endsWith('"') && node.length >= 2) node = node.slice(1, -1);
-    const parsed = parseNode(node);
-    if (parsed === null) return null;
-    out.push(parsed);
-  }
-  return out;
+/** The `for=` node of one element of a Forwarded header; null when missing or not an IP. */
+function forwardedFor(element: string): Node | null {
+  const pair = element
+    .split(';')
+    .map((p) => p.trim())
+    .find((p) => p.toLowerCase().startsWith('for='));
+  if (pair === undefined) return null;
+  let node = pair.slice(4);
+  if (node.startsWith('"') && node.endsWith('"') && node.length >= 2) node = node.slice(1, -1);
+  return parseNode(node);
 }
 
 /** `1.2.3.4`, `1.2.3.4:80`, `[v6]`, `[v6]:80` or a bare IPv6 address; null otherwise. */
-function parseNode(text: string): { address: string; port: number | undefined } | null {
+function parseNode(text: string): Node | null {
   let address = text;
   let portText: string | undefined;
   const bracketed = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text);

@@ -27,7 +27,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from '../src/log.js';
 import { loadConfig, parseConfig, readConfigText, restartOnlyKeys, type GatewaydConfig } from './config.js';
-import { Gatewayd, buildGateway } from './gatewayd.js';
+import { Gatewayd, buildGateway, restartOnlyChanges } from './gatewayd.js';
 import { listenKey, type Gateway } from './gateway.js';
 import { GatewayMetrics } from './metrics.js';
 import { answerMetricRequests } from './cluster-metrics.js';
@@ -189,7 +189,8 @@ export class ClusterPrimary {
       worker.on('error', (err) => this.logger.warn({ worker: slot.index, workerPid: pid, err }, 'worker channel error'));
       worker.on('message', (m: ToPrimary) => {
         if (m.type === 'hello') {
-          if (this.stopping) return; // it gets `stop` instead
+          // Stopping: a `stop` sent before the worker listened was lost; this one is not.
+          if (this.stopping) return send(worker, { type: 'stop' });
           slot.configured = true;
           send(worker, { type: 'config', text: this.text, keep: this.keep });
         } else if (m.type === 'ready') {
@@ -269,9 +270,9 @@ export class ClusterPrimary {
       this.hooks.onReloaded?.('refused');
       return;
     }
-    const needsRestart = restartChanges(this.config, next);
+    const needsRestart = restartOnlyChanges(this.config, next);
     this.text = text;
-    this.config = { ...next, rundir: this.config.rundir, workers: this.config.workers, drainTimeout: this.config.drainTimeout, ipcd: this.config.ipcd, outbound: this.config.outbound };
+    this.config = { ...next, rundir: this.config.rundir, workers: this.config.workers, drainTimeout: this.config.drainTimeout, admin: this.config.admin, ipcd: this.config.ipcd, outbound: this.config.outbound };
     const generation = ++this.generation;
     const reached: number[] = [];
     for (const slot of this.slots) {
@@ -380,15 +381,6 @@ function send(worker: Worker, message: ToWorker): void {
   } catch {
     // closed meanwhile: its exit handler runs
   }
-}
-
-/** The keys a reload cannot change that `next` changes (the one-process reload says the same). */
-function restartChanges(current: GatewaydConfig, next: GatewaydConfig): string[] {
-  const changed = (['rundir', 'workers', 'drainTimeout'] as const).filter((k) => next[k] !== current[k]) as string[];
-  if (JSON.stringify(next.ipcd) !== JSON.stringify(current.ipcd)) changed.push('ipcd');
-  const outboundKey = (o: GatewayOptions) => `${o.outboundNames.join(',')}|${o.outboundSchemes.join(',')}|${o.outboundCa ?? ''}`;
-  if (JSON.stringify(next.outbound.map(outboundKey)) !== JSON.stringify(current.outbound.map(outboundKey))) changed.push('outbound');
-  return changed;
 }
 
 /** Removes socket files of `unix:` listen addresses left by a dead process; a live one is refused. */

@@ -54,6 +54,11 @@ export class Gatewayd {
     this.metrics = metrics;
   }
 
+  /** Reloads are counted by the process that decides them: not by workers (their primary does). */
+  private countReload(result: 'ok' | 'refused' | 'partial'): void {
+    if (this.part !== 'gateways') this.metrics.reload(result);
+  }
+
   private build(options: GatewayOptions): Gateway {
     return buildGateway({ ...options, metrics: this.metrics });
   }
@@ -101,6 +106,11 @@ export class Gatewayd {
   }
 
   private async reloadOnce(load: () => GatewaydConfig): Promise<void> {
+    // Stopping: a reload would bind addresses nobody drains (and adopt closed listeners).
+    if (this.closing) {
+      this.logger.info('reload ignored: stopping');
+      return;
+    }
     let next: GatewaydConfig;
     let built: Gateway[];
     try {
@@ -108,12 +118,10 @@ export class Gatewayd {
       built = next.gateways.map((o) => this.build(o));
     } catch (err) {
       this.logger.error({ reason: (err as Error).message }, 'reload refused: keeping the configuration in use');
-      this.metrics.reload('refused');
+      this.countReload('refused');
       return;
     }
-    const needsRestart = ['rundir', 'workers', 'drainTimeout', 'admin'].filter((k) => next[k as keyof GatewaydConfig] !== this.config[k as keyof GatewaydConfig]);
-    if (JSON.stringify(next.ipcd) !== JSON.stringify(this.config.ipcd)) needsRestart.push('ipcd');
-    if (JSON.stringify(next.outbound.map(outboundKey)) !== JSON.stringify(this.config.outbound.map(outboundKey))) needsRestart.push('outbound');
+    const needsRestart = restartOnlyChanges(this.config, next);
 
     const oldKeys = new Set(this.gateways.flatMap((g) => g.core.options.listen.map(listenKey)));
     const newKeys = new Set(next.gateways.flatMap((g) => g.listen.map(listenKey)));
@@ -142,7 +150,7 @@ export class Gatewayd {
     const removed = this.gateways.filter((g) => !handedBy.has(g));
     for (const g of removed) void g.close();
     this.gateways = started;
-    this.metrics.reload(failed > 0 ? 'partial' : 'ok');
+    this.countReload(failed > 0 ? 'partial' : 'ok');
     this.config = { ...next, rundir: this.config.rundir, workers: this.config.workers, drainTimeout: this.config.drainTimeout, admin: this.config.admin, ipcd: this.config.ipcd, outbound: this.config.outbound };
     this.logger.info(
       {
@@ -157,10 +165,21 @@ export class Gatewayd {
   }
 
   /** Stops accepting everywhere; connections finish within drain-timeout. */
+  private closing = false;
+
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all([...this.gateways, ...this.outbound].map((g) => g.close()));
     await this.ipcd?.close();
   }
+}
+
+/** What `next` changes that only a restart applies (a reload says so and keeps them). */
+export function restartOnlyChanges(current: GatewaydConfig, next: GatewaydConfig): string[] {
+  const changed: string[] = (['rundir', 'workers', 'drainTimeout', 'admin'] as const).filter((k) => next[k] !== current[k]);
+  if (JSON.stringify(next.ipcd) !== JSON.stringify(current.ipcd)) changed.push('ipcd');
+  if (JSON.stringify(next.outbound.map(outboundKey)) !== JSON.stringify(current.outbound.map(outboundKey))) changed.push('outbound');
+  return changed;
 }
 
 function outboundKey(o: GatewayOptions): string {

@@ -14,7 +14,7 @@ import { silentLogger, type Logger } from '../src/log.js';
 import { parseListenAddress, type ListenAddress } from './listen.js';
 import type { TlsServerSettings } from './tls-material.js';
 import type { GatewayMetrics } from './metrics.js';
-import { DEFAULT_TRUSTED_PROXIES, TrustedProxies } from './client-address.js';
+import { DEFAULT_TRUSTED_PROXIES, FORWARDED_HEADERS, TrustedProxies, type ForwardedHeader } from './client-address.js';
 
 /** The gateway kinds; each option says which kinds take it. */
 export type GatewayKind = 'tcp' | 'tls' | 'ws';
@@ -69,6 +69,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'outboundOnly', type: 'boolean', kinds: ALL, help: 'serve only the outbound Unix service (no --listen)' },
   { key: 'outboundCa', type: 'string', arg: '<file>', kinds: ALL, help: 'CA bundle to verify remote TLS gateways (default: system CAs)' },
   { key: 'acceptProxy', type: 'boolean', kinds: ALL, help: 'read a PROXY protocol header (v1 or v2) from peers in --trusted-proxies before anything else; their connections must send one' },
+  { key: 'forwardedHeader', type: 'enum', values: FORWARDED_HEADERS, arg: '<header>', kinds: ['ws'], help: 'with --trusted-proxies: the header those HTTP proxies write the client address in (x-forwarded-for or forwarded); the other is ignored, since a client can forge it', defaultText: 'x-forwarded-for' },
   { key: 'trustedProxies', type: 'list', arg: '<cidrs>', kinds: ALL, help: 'comma-separated addresses or CIDR ranges of the proxies trusted with --accept-proxy (wsd: giving it also trusts their Forwarded / X-Forwarded-For)', defaultText: '127.0.0.0/8,::1' },
   { key: 'sendProxyV2', type: 'boolean', kinds: ALL, help: 'outbound: send a PROXY protocol v2 header to remote gateways (as HAProxy\'s send-proxy-v2)' },
   { key: 'maxConnectionsPerIp', type: 'integer', min: 0, max: 10_000_000, arg: '<n>', kinds: ALL, help: 'concurrent connections per client address (the PROXY or forwarded one when given; 0: no limit)', defaultText: '0' },
@@ -107,6 +108,7 @@ export interface GatewayInput {
   outboundOnly?: boolean;
   outboundCa?: string;
   acceptProxy?: boolean;
+  forwardedHeader?: ForwardedHeader;
   trustedProxies?: readonly string[] | string;
   sendProxyV2?: boolean;
   maxConnectionsPerIp?: number;
@@ -159,6 +161,8 @@ export interface GatewayOptions {
   readonly trustedProxies: TrustedProxies;
   /** --trusted-proxies was given: wsd reads Forwarded / X-Forwarded-For from trusted peers. */
   readonly trustForwarded: boolean;
+  /** The one forwarding header read from trusted proxies (wsd). */
+  readonly forwardedHeader: ForwardedHeader;
   readonly sendProxyV2: boolean;
   readonly maxConnectionsPerIp: number;
   readonly connectRatePerIp: number;
@@ -357,6 +361,7 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
     acceptProxy: values['acceptProxy'] === true,
     trustedProxies,
     trustForwarded: trustedList !== undefined,
+    forwardedHeader: (values['forwardedHeader'] as ForwardedHeader | undefined) ?? 'x-forwarded-for',
     sendProxyV2: values['sendProxyV2'] === true,
     maxConnectionsPerIp: integer('maxConnectionsPerIp', 0),
     connectRatePerIp: integer('connectRatePerIp', 0),

@@ -50,8 +50,10 @@ function proxyStep(core: GatewayCore, next: ServeStep): ServeStep {
 }
 
 function readProxyHeader(core: GatewayCore, socket: net.Socket, pending: PendingConnection, next: ServeStep): void {
-  // A Unix peer has no address: the listener's file mode chose who connects.
-  const trusted = socket.remoteAddress === undefined || core.options.trustedProxies.has(socket.remoteAddress);
+  // A peer of a unix: listener has no address: the socket file's mode chose who connects.
+  // Decided by the listener, not by a missing address (a reset TCP peer has none either).
+  const unixPeer = pending.labels.listener.startsWith('unix:');
+  const trusted = unixPeer || core.options.trustedProxies.has(socket.remoteAddress);
   pending.stage = 'PROXY header';
   let received: Buffer = Buffer.alloc(0);
 

@@ -277,13 +277,14 @@ class WsUpgrades implements GatewayPart {
 
   /**
    * Behind an HTTP proxy (--trusted-proxies given, the peer in it): the client address is
-   * the one its Forwarded / X-Forwarded-For header names; `info.proxiedBy` keeps the peer.
+   * the one its X-Forwarded-For (or, --forwarded-header forwarded, Forwarded) header
+   * names; `info.proxiedBy` keeps the peer.
    * From any other peer these headers are ignored (a client may write anything in them).
    */
   private takeForwardedAddress(req: http.IncomingMessage, pending: PendingConnection): void {
-    const { trustForwarded, trustedProxies } = this.core.options;
+    const { trustForwarded, trustedProxies, forwardedHeader } = this.core.options;
     if (!trustForwarded || !trustedProxies.has(pending.clientAddress)) return;
-    const client = forwardedClient(req.headers, trustedProxies);
+    const client = forwardedClient(req.headers, trustedProxies, forwardedHeader);
     if (client === null) return;
     pending.info['proxiedBy'] ??= pending.info.peer;
     pending.info.peer = formatPeer(client.address, client.port);

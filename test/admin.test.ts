@@ -9,6 +9,7 @@ import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { connectIpc } from '../src/client.js';
@@ -266,4 +267,21 @@ test('per-IP refusals are counted in libipc_refusals_total under their own code'
   const text = await scrape(gw.admin);
   t.is(metricValue(text, 'libipc_refusals_total', { transport: 'tcp', listener: gw.listener, code: 'IPC_ERR_TOO_MANY_CONNECTIONS_PER_IP' }), 1);
   t.is(metricValue(text, 'libipc_connections_total', { transport: 'tcp', listener: gw.listener }), 2);
+});
+
+test('one address cannot take the admin listener\'s slots: its ninth idle connection is closed at once, and others are still answered', async (t) => {
+  const gw = await tcpdWithAdmin(t);
+  const hog = (): Promise<net.Socket> =>
+    new Promise((resolve, reject) => {
+      const socket = net.connect({ host: '127.0.0.1', port: gw.admin, localAddress: '127.0.0.2' });
+      t.teardown(() => socket.destroy());
+      socket.once('connect', () => resolve(socket));
+      socket.once('error', reject);
+    });
+  const held = [];
+  for (let i = 0; i < 8; i++) held.push(await hog());
+  const ninth = await hog();
+  await once(ninth, 'close');
+  t.true(held.every((s) => !s.destroyed), 'the first eight are kept (until idle for 5 s)');
+  t.is((await fetch(`http://127.0.0.1:${gw.admin}/healthz`)).status, 200);
 });

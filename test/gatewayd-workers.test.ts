@@ -406,6 +406,10 @@ test('with workers: 2 the primary\'s /metrics adds up both workers (connections 
   process.kill(cl.workerPids[0]!, 'SIGKILL');
   await cl.daemon.log.waitFor((l) => l.msg === 'worker restarted', WAIT, 'worker restarted');
   t.is((await fetch(`http://127.0.0.1:${admin}/readyz`)).status, 200);
+  // Counters never go down: the dead worker's counts stay in the sum.
+  const afterRestart = await scrape(admin);
+  t.is(metricValue(afterRestart, 'libipc_connections_total', { transport: 'tcp', listener }), N);
+  t.is(metricValue(afterRestart, 'libipc_messages_total', { transport: 'tcp', listener, service: 'pong', direction: 'in' }), N);
   cl.daemon.kill('SIGTERM');
   t.is((await cl.daemon.waitExit(WAIT)).code, 0);
 });

@@ -56,22 +56,36 @@ test('forwarding headers: the first untrusted address from the right; garbage gi
   // A client's own forged entry sits left of the one the trusted proxy added: not taken.
   t.deepEqual(forwardedClient({ 'x-forwarded-for': '6.6.6.6, 203.0.113.5, 10.0.0.2' }, trusted)?.address, '203.0.113.5');
   t.deepEqual(forwardedClient({ 'x-forwarded-for': '10.0.0.3, 10.0.0.2' }, trusted)?.address, '10.0.0.3');
-  t.deepEqual(forwardedClient({ forwarded: 'for=192.0.2.60;proto=http;by=203.0.113.43' }, trusted), {
+  t.deepEqual(forwardedClient({ forwarded: 'for=192.0.2.60;proto=http;by=203.0.113.43' }, trusted, 'forwarded'), {
     address: '192.0.2.60',
     port: undefined,
     header: 'forwarded',
   });
-  t.deepEqual(forwardedClient({ forwarded: 'for="[2001:db8:cafe::17]:4711", for=10.1.1.1' }, trusted), {
+  t.deepEqual(forwardedClient({ forwarded: 'for="[2001:db8:cafe::17]:4711", for=10.1.1.1' }, trusted, 'forwarded'), {
     address: '2001:db8:cafe::17',
     port: 4711,
     header: 'forwarded',
   });
   t.is(forwardedClient({ 'x-forwarded-for': '2001:DB8:0:0::1' }, trusted)?.address, '2001:db8::1', 'one spelling per address');
-  t.is(forwardedClient({ forwarded: 'for=unknown' }, trusted), null);
-  t.is(forwardedClient({ forwarded: 'for=_hidden, for=10.0.0.1' }, trusted)?.address, undefined);
+  t.is(forwardedClient({ forwarded: 'for=unknown' }, trusted, 'forwarded'), null);
+  t.is(forwardedClient({ forwarded: 'for=_hidden, for=10.0.0.1' }, trusted, 'forwarded'), null, 'a trusted hop wrote what cannot be read');
+  t.is(forwardedClient({ forwarded: 'proto=https' }, trusted, 'forwarded'), null);
   t.is(forwardedClient({ 'x-forwarded-for': '203.0.113.5, <script>' }, trusted), null);
   t.is(forwardedClient({ 'x-forwarded-for': '1.2.3.4:99999' }, trusted), null);
   t.is(forwardedClient({}, trusted), null);
+});
+
+test('forwarding headers: only the configured header is read (a client forges the other through a proxy that appends to one), and garbage left of the client entry is the client\'s own', (t) => {
+  const trusted = new TrustedProxies(['10.0.0.0/8']);
+  // nginx appends to X-Forwarded-For and passes the client's own Forwarded through.
+  const viaNginx = { forwarded: 'for=203.0.113.7', 'x-forwarded-for': '198.51.100.9' };
+  t.is(forwardedClient(viaNginx, trusted)?.address, '198.51.100.9');
+  t.is(forwardedClient({ forwarded: 'for=203.0.113.7' }, trusted), null, 'Forwarded is not read by default');
+  // A proxy that writes Forwarded, configured so: a forged X-Forwarded-For is ignored.
+  t.is(forwardedClient({ forwarded: 'for=198.51.100.9', 'x-forwarded-for': '203.0.113.7' }, trusted, 'forwarded')?.address, '198.51.100.9');
+  // The client wrote `x` first: the real address the proxy appended still counts.
+  t.is(forwardedClient({ 'x-forwarded-for': 'x, 198.51.100.9' }, trusted)?.address, '198.51.100.9');
+  t.is(forwardedClient({ 'x-forwarded-for': 'x, 198.51.100.9, 10.0.0.2' }, trusted)?.address, '198.51.100.9');
 });
 
 /** A clock the test moves. */

@@ -296,16 +296,19 @@ test('wsd: the header comes before the HTTP upgrade', async (t) => {
   t.regex(String(line['proxiedBy']), /^127\.0\.0\.1:/);
 });
 
-test('wsd takes X-Forwarded-For / Forwarded from a trusted peer only when --trusted-proxies is given', async (t) => {
+test('wsd takes X-Forwarded-For (or, when told, Forwarded) from a trusted peer only when --trusted-proxies is given', async (t) => {
   const trusting = await start(t, { trustedProxies: ['127.0.0.0/8'], static: false }, 'ws');
   const forwarded = await openWs(trusting.port, { headers: { 'x-forwarded-for': '6.6.6.6, 203.0.113.50' } });
   await wsEcho(t, forwarded.ws);
   const line = await trusting.log.waitFor(byMsg('connection closed', '203.0.113.50'), WAIT, 'teardown');
   t.is(line['forwardedBy'], 'x-forwarded-for');
   t.regex(String(line['proxiedBy']), /^127\.0\.0\.1:/);
-  const rfc = await openWs(trusting.port, { headers: { forwarded: 'for="[2001:db8::9]:1234"' } });
+  // Forwarded is read only when the proxies are said to write it (--forwarded-header forwarded).
+  const rfcTrusting = await start(t, { trustedProxies: ['127.0.0.0/8'], forwardedHeader: 'forwarded', static: false }, 'ws');
+  const rfc = await openWs(rfcTrusting.port, { headers: { forwarded: 'for="[2001:db8::9]:1234"', 'x-forwarded-for': '203.0.113.99' } });
   await wsEcho(t, rfc.ws);
-  await trusting.log.waitFor(byMsg('connection closed', '[2001:db8::9]:1234'), WAIT, 'teardown (Forwarded)');
+  const rfcLine = await rfcTrusting.log.waitFor(byMsg('connection closed', '[2001:db8::9]:1234'), WAIT, 'teardown (Forwarded)');
+  t.is(rfcLine['forwardedBy'], 'forwarded');
 
   // Forged: the peer is not a trusted proxy, or no proxy is trusted with forwarding headers.
   for (const options of [{ trustedProxies: ['10.0.0.0/8'] }, {}]) {

@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { Gatewayd, loadConfig } from '../gatewayd.js';
 import cluster from 'node:cluster';
 import { ServiceManagerLink } from '../gatewayd-systemd.js';
-import { watchConfig } from '../watch-config.js';
+import { watchConfig, type ConfigWatcher } from '../watch-config.js';
 import { clusterWanted, runCluster, type ClusterPrimary } from '../cluster.js';
 import { clusterMetricsSource } from '../cluster-metrics.js';
 import { listenKey } from '../gateway.js';
@@ -62,9 +62,14 @@ async function runOneProcess(): Promise<void> {
   let daemon: Gatewayd | undefined;
   let admin: DaemonAdmin | undefined;
   let manager: ServiceManagerLink | undefined;
+  let watcher: ConfigWatcher | undefined;
+  let stopping = false;
   stopOnSignals(
     logger,
     async () => {
+      // No reload from here on: it would serve addresses the drain does not wait for.
+      stopping = true;
+      watcher?.close();
       admin?.drain();
       await manager?.stopping();
       await daemon?.close();
@@ -76,6 +81,7 @@ async function runOneProcess(): Promise<void> {
   let serving = false;
   let reloadWhenServing = false;
   process.on('SIGHUP', () => {
+    if (stopping) return void logger.info('SIGHUP ignored: stopping');
     logger.info('SIGHUP: reloading the configuration');
     if (serving) void manager!.reload(daemon!);
     else reloadWhenServing = true;
@@ -95,8 +101,8 @@ async function runOneProcess(): Promise<void> {
   }
   serving = true;
   await manager.ready(daemon);
-  if (reloadWhenServing) void manager.reload(daemon);
-  if (opts.watchConfig) watchConfig(opts.config, () => void manager.reload(daemon), logger);
+  if (reloadWhenServing && !stopping) void manager.reload(daemon);
+  if (opts.watchConfig && !stopping) watcher = watchConfig(opts.config, () => void manager.reload(daemon), logger);
 }
 
 /**
@@ -142,10 +148,12 @@ async function runPrimary(): Promise<void> {
   if (opts.watchConfig) watchConfig(opts.config, () => primary?.reload(), logger);
 }
 
-/** Readiness of the workers' gateways as the primary sees them: bound while every worker serves. */
+/** Readiness of the workers' gateways as the primary sees them. */
 function workerTargets(primary: ClusterPrimary): HealthTarget[] {
-  const { config, serving, workers, services } = primary.state();
-  const bound = serving === workers;
+  const { config, serving, services } = primary.state();
+  // The workers share the listening sockets: served while one of them serves (a worker
+  // being restarted does not take the whole node out of a balancer's rotation).
+  const bound = serving > 0;
   const ofWorkers = config.gateways.map((options) => ({
     core: { options },
     listeners: options.listen.map((address) => ({
