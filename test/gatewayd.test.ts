@@ -12,6 +12,7 @@ import { tempDir } from './helpers/rundir.js';
 import { probeEcho, RawClient, tcpSession } from './helpers/raw-client.js';
 import { openWs } from './helpers/ws-client.js';
 import { codeOf } from './helpers/log-sink.js';
+import { listeningInode } from './helpers/proc-net.js';
 
 const WAIT = 15_000;
 
@@ -30,16 +31,6 @@ function portOf(daemon: Daemon, transport: string, host = '127.0.0.1', from = 0)
   const line = daemon.log.lines.slice(from).find((l) => l.msg === 'listening' && l['transport'] === transport && String(l['address']).startsWith(host));
   if (line === undefined) throw new Error(`no ${transport} listener on ${host}`);
   return line['port'] as number;
-}
-
-/** The inode of the socket listening on 127.0.0.1:port (from /proc/net/tcp). */
-function listeningInode(port: number): string | undefined {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  for (const row of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
-    const f = row.trim().split(/\s+/);
-    if (f[1] === `0100007F:${hex}` && f[3] === '0A') return f[9];
-  }
-  return undefined;
 }
 
 test('the sample configuration serves tcp, ws, the outbound tcp service and ipcd in one process', async (t) => {
