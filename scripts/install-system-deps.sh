@@ -4,7 +4,8 @@
 # as a second WebSocket
 # client, gcc/make/libssl-dev for ../shared/tools/ipcbench, haproxy (a real load balancer
 # in front of the gateways, and the benchmark's anchor), prometheus for promtool (checks
-# /metrics), systemd for systemd-socket-activate and systemd-notify. Skips what is present.
+# /metrics), systemd for systemd-socket-activate and systemd-notify, iproute2 for ss (bytes
+# received per socket: the reload-under-load test). Skips what is present.
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -16,6 +17,7 @@ command -v make >/dev/null || need+=(make)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
+command -v ss >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2

@@ -4,7 +4,7 @@
  * kept (same inode), open connections untouched, a bad file refused while the old one serves.
  */
 import test, { type ExecutionContext } from 'ava';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT } from './helpers/paths.js';
 import { runCli, spawnCli, startPongd, type Daemon } from './helpers/daemon.js';
@@ -12,6 +12,7 @@ import { tempDir } from './helpers/rundir.js';
 import { probeEcho, RawClient, tcpSession } from './helpers/raw-client.js';
 import { openWs } from './helpers/ws-client.js';
 import { codeOf } from './helpers/log-sink.js';
+import { listeningInode } from './helpers/proc-net.js';
 
 const WAIT = 15_000;
 
@@ -32,15 +33,6 @@ function portOf(daemon: Daemon, transport: string, host = '127.0.0.1', from = 0)
   return line['port'] as number;
 }
 
-/** The inode of the socket listening on 127.0.0.1:port (from /proc/net/tcp). */
-function listeningInode(port: number): string | undefined {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  for (const row of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
-    const f = row.trim().split(/\s+/);
-    if (f[1] === `0100007F:${hex}` && f[3] === '0A') return f[9];
-  }
-  return undefined;
-}
 
 const refused = test.macro({
   async exec(t, yaml: string | null, message: RegExp) {
