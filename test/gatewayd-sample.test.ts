@@ -9,10 +9,10 @@
 import test from 'ava';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
-import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { REPO_ROOT } from './helpers/paths.js';
+import { freePort } from './helpers/ports.js';
 import { spawnCli, startPongd } from './helpers/daemon.js';
 import { tempDir } from './helpers/rundir.js';
 import { frame, probeEcho, tcpSession } from './helpers/raw-client.js';
@@ -24,18 +24,6 @@ import { adminPort } from './helpers/admin.js';
 import { connectIpc } from '../src/client.js';
 
 const WAIT = 15_000;
-
-/** A port free now (bound to 0 and released): the page's origin must name it before gatewayd binds it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 // In CI a missing browser is a failure (the test would prove nothing), not a skip.
 const sampleTest = existsSync(CHROMIUM) || process.env['CI'] ? test : test.skip;

@@ -11,6 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { LoggedProcess, killAtTeardown, startPongd, startTcpd } from './helpers/daemon.js';
 import { REPO_ROOT } from './helpers/paths.js';
+import { freePort } from './helpers/ports.js';
 import { PROBE } from './helpers/raw-client.js';
 import { tempRundir } from './helpers/rundir.js';
 import type { LogLine } from './helpers/log-sink.js';
@@ -24,18 +25,6 @@ const WAIT = 10_000;
 // In CI a missing HAProxy is a failure (scripts/install-system-deps.sh installs it), not a skip.
 const haproxyTest = HAPROXY !== undefined || process.env['CI'] ? test : test.skip;
 if (HAPROXY === undefined) console.warn('haproxy.test.ts: haproxy is missing, skipped (apt-get install haproxy)');
-
-/** A port free now (bound to 0 and released): HAProxy binds it next. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** Resolves once something accepts on `port` (bounded tries). */
 async function untilListening(port: number, proc: LoggedProcess): Promise<void> {

@@ -11,9 +11,9 @@ import test, { type ExecutionContext } from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import dgram from 'node:dgram';
-import net from 'node:net';
 import path from 'node:path';
 import { cliPath, REPO_ROOT } from './helpers/paths.js';
+import { freePort } from './helpers/ports.js';
 import { childEnv, Daemon, killAtTeardown, LoggedProcess, spawnCli, startPongd } from './helpers/daemon.js';
 import { tempDir } from './helpers/rundir.js';
 import { probeEcho, RawClient, tcpSession } from './helpers/raw-client.js';
@@ -66,14 +66,6 @@ async function notifySocket(t: ExecutionContext, address: string): Promise<Notif
 }
 
 /** A TCP port free right now on 127.0.0.1 (systemd-socket-activate cannot bind port 0). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /**
  * systemd-socket-activate listening on `listen` (it execs gatewayd on the first
  * connection, with LISTEN_FDS, LISTEN_PID = its own pid, LISTEN_FDNAMES from `names`).
