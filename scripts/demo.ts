@@ -1,6 +1,6 @@
 /**
  * The main job: pongd, and the gateways in front of it.
- *   tcpd 127.0.0.1:8998   tlsd 127.0.0.1:8999 (dev certificates)   wsd 127.0.0.1:8080 (page)
+ *   tcpd 127.0.0.1:8998 (admin 127.0.0.1:9100)   tlsd 127.0.0.1:8999 (dev certificates)   wsd 127.0.0.1:8080 (page)
  * Generates the development certificates when missing, runs every daemon as its real
  * CLI, prints how to reach each, and stops them all on Ctrl-C (SIGINT) or SIGTERM.
  * Ports and host come from DEMO_HOST, TCP_PORT, TLS_PORT, WS_PORT; RUNDIR as usual.
@@ -13,7 +13,12 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = (name: string) => path.join(root, 'dist/gateways/cli', `${name}.js`);
 const host = process.env['DEMO_HOST'] ?? '127.0.0.1';
-const ports = { tcp: process.env['TCP_PORT'] ?? '8998', tls: process.env['TLS_PORT'] ?? '8999', ws: process.env['WS_PORT'] ?? '8080' };
+const ports = {
+  tcp: process.env['TCP_PORT'] ?? '8998',
+  tls: process.env['TLS_PORT'] ?? '8999',
+  ws: process.env['WS_PORT'] ?? '8080',
+  admin: process.env['ADMIN_PORT'] ?? '9100',
+};
 const certs = path.join(root, 'certs');
 const children: ChildProcess[] = [];
 let stopping = false;
@@ -55,7 +60,7 @@ if (gen.status !== 0) {
 try {
   await start('pongd', ['--service', 'pong']);
   await Promise.all([
-    start('tcpd', ['--listen', `${host}:${ports.tcp}`, '--allow', 'pong']),
+    start('tcpd', ['--listen', `${host}:${ports.tcp}`, '--allow', 'pong', '--admin', `${host}:${ports.admin}`]),
     start('tlsd', ['--listen', `${host}:${ports.tls}`, '--allow', 'pong', '--cert', `${certs}/server.pem`, '--key', `${certs}/server-key.pem`]),
     start('wsd', ['--listen', `${host}:${ports.ws}`, '--allow', 'pong', '--text', '--origin', `http://${host}:${ports.ws}`]),
   ]);
@@ -70,5 +75,6 @@ libipc gateways in front of pongd (RUNDIR ${process.env['RUNDIR'] ?? '/tmp/.libi
   WebSocket:   ws://${host}:${ports.ws}/pong
   TCP (tcpd):  ${host}:${ports.tcp}   send "pong", read "ok", then frames
   TLS (tlsd):  ${host}:${ports.tls}   CA ${certs}/ca.pem
+  tcpd status: http://${host}:${ports.admin}/   (/metrics, /readyz, /healthz)
 Ctrl-C stops everything.
 `);
