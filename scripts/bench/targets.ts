@@ -373,6 +373,7 @@ export const TARGETS: readonly TargetSpec[] = [
     role: 'gateway',
     cpuVs: 'node-pipe',
     peer: 'haproxy',
+    idle: true,
     default: false,
     start: async (ctx) => {
       const ref = process.env['BENCH_REF'];
