@@ -508,7 +508,7 @@ void* Loop(void*) {
 
 void CallJs(Napi::Env env, Napi::Function fn, std::nullptr_t*, Report* r) {
   if (r == nullptr) return;
-  if (env != nullptr && fn != nullptr) {
+  if (env != nullptr && !fn.IsEmpty()) {
     if (--plane->live == 0) plane->tsfn.Unref(env);
     Napi::Array counts = Napi::Array::New(env, 6);
     for (uint32_t i = 0; i < 6; i++) counts.Set(i, Napi::Number::New(env, r->counts[i]));
@@ -629,12 +629,14 @@ Napi::Value AddConn(const Napi::CallbackInfo& info) {
     if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   }
   Conn* conn = new Conn();
-  conn->id = plane->nextId++;
+  // Kept here: once queued, the Conn belongs to the epoll thread and may be freed at once.
+  uint64_t id = plane->nextId++;
+  conn->id = id;
   conn->maxPayload = uint64_t(maxPayload);
   conn->halfCloseMs = halfClose;
   conn->side[kClient].fd = c;
   conn->side[kService].fd = s;
-  Command* cmd = new Command{Command::kAdd, conn, conn->id, Bytes(info[4]), Bytes(info[5]), Bytes(info[6])};
+  Command* cmd = new Command{Command::kAdd, conn, id, Bytes(info[4]), Bytes(info[5]), Bytes(info[6])};
   {
     std::lock_guard<std::mutex> lock(plane->mu);
     plane->commands.push_back(cmd);
@@ -644,7 +646,7 @@ Napi::Value AddConn(const Napi::CallbackInfo& info) {
   if (write(plane->wakefd, &one, sizeof one) < 0 && errno != EAGAIN) {
     // An eventfd write fails only on overflow (EAGAIN): the thread is awake anyway.
   }
-  return Napi::Number::New(env, double(conn->id));
+  return Napi::Number::New(env, double(id));
 }
 
 // close(id): the client side closes now, the service after its rest (JS reported already).
