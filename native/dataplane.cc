@@ -440,6 +440,7 @@ void RunCommands(std::vector<uint64_t>& busy) {
 }
 
 void* Loop(void*) {
+  pthread_setname_np(pthread_self(), "ipc-dataplane");  // for top -H, perf, gdb
   plane->buf = static_cast<unsigned char*>(malloc(kReadBuffer));
   std::vector<epoll_event> events(256);
   std::vector<uint64_t> busy;   // ids to pump this turn
