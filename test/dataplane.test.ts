@@ -231,6 +231,38 @@ test('closes from JS while the thread streams (idle sweep spares busy ones; dest
   t.true(openFds() <= baseline + 2, `descriptors back near ${baseline}: ${openFds()}`);
 });
 
+test('a close from JS while a write to the service is partial: the client closes now, the service gets the rest then a FIN', async (t) => {
+  const rundir = await tempRundir(t);
+  let service: net.Socket | null = null;
+  let received = 0;
+  let ended = false;
+  await rawService(t, rundir, 'slow', (s) => {
+    service = s;
+    s.pause();
+    s.on('data', (d: Buffer) => (received += d.length));
+    s.on('end', () => (ended = true));
+  });
+  const rig = await nativeGateway(t, { maxPayload: 1 << 20 }, rundir);
+  const client = await rig.session('slow');
+  const chunk = frame(Buffer.alloc(1 << 20, 2));
+  for (let i = 0; i < 8; i++) client.socket.write(chunk);
+  const until = Date.now() + WAIT;
+  while (client.socket.writableLength === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  t.true(client.socket.writableLength > 0, 'the client is held back');
+  rig.gateway.destroy();
+  const line = await closedLine(rig.log, client);
+  t.is(codeOf(line), 'IPC_ERR_SHUTDOWN');
+  await client.expectEof();
+  const forwarded = line['bytesIn'] as number;
+  service!.resume();
+  const deadline = Date.now() + WAIT;
+  while (!ended && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.true(ended, 'the service got a FIN after what the gateway had accepted');
+  // Everything read from the client reached it, the rest of the partial write included
+  // (the thread may have read one more buffer after the counts were taken).
+  t.true(received >= forwarded && received <= forwarded + 64 * 1024, `received ${received}, read from the client ${forwarded}`);
+});
+
 test('an idle connection is closed by the idle sweep with IPC_ERR_IDLE_TIMEOUT; one that keeps talking stays', async (t) => {
   const rundir = await tempRundir(t);
   await startFrameService(t, rundir, 'pong');
