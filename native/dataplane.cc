@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -579,6 +580,8 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   }
   p->threadStarted = true;
   napi_add_env_cleanup_hook(env, Stop, nullptr);
+  // process.exit() may skip the cleanup hooks: the thread must not run on into exit().
+  atexit([] { Stop(nullptr); });
   return env.Undefined();
 }
 
