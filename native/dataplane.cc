@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,7 @@ struct Plane {
   int live = 0;  // JS thread only: added and not yet reported (keeps the loop alive)
   std::multimap<int64_t, uint64_t> timers;  // epoll thread only
   unsigned char* buf = nullptr;             // epoll thread only
+  size_t freedSinceTrim = 0;                // epoll thread only: rest buffers freed
 };
 
 Plane* plane = nullptr;  // heap, never freed: no static destructor races a late thread
@@ -186,6 +188,7 @@ void CloseSide(Side& s) {
   epoll_ctl(plane->epfd, EPOLL_CTL_DEL, s.fd, nullptr);
   close(s.fd);  // Linux releases the number even on EINTR: never retried
   s.fd = -1;
+  if (s.pend != nullptr) plane->freedSinceTrim += s.pendOff + s.pendLen + 1;
   free(s.pend);
   s.pend = nullptr;
   s.pendLen = s.pendOff = 0;
@@ -254,6 +257,7 @@ bool Flush(Conn* c, int i) {
     s.pendLen -= size_t(n);
   }
   if (s.pendLen == 0 && s.pend != nullptr) {
+    plane->freedSinceTrim += s.pendOff + 1;
     free(s.pend);
     s.pend = nullptr;
     s.pendOff = 0;
@@ -448,14 +452,21 @@ void* Loop(void*) {
   std::vector<uint64_t> again;  // ids still busy after their bounded turn
   uint64_t turn = 0;
   while (!plane->stopping.load()) {
-    int timeout = -1;
+    int timeout = plane->freedSinceTrim > 0 ? 1000 : -1;
     if (!again.empty()) timeout = 0;
     else if (!plane->timers.empty()) {
       int64_t left = plane->timers.begin()->first - NowMs();
-      timeout = left <= 0 ? 0 : left > 60000 ? 60000 : int(left);
+      int64_t cap = plane->freedSinceTrim > 0 ? 1000 : 60000;
+      timeout = left <= 0 ? 0 : left > cap ? int(cap) : int(left);
     }
     int n = epoll_wait(plane->epfd, events.data(), int(events.size()), timeout);
     if (n < 0 && errno != EINTR) break;  // EBADF/EINVAL: the plane is unusable
+    if (n == 0 && timeout > 0 && plane->freedSinceTrim > 0) {
+      // Quiet after rest buffers came and went (a burst of slow readers): give the freed
+      // pages back, so a burst does not stay in RSS.
+      plane->freedSinceTrim = 0;
+      malloc_trim(0);
+    }
     busy.swap(again);
     again.clear();
     for (int i = 0; i < n; i++) {
