@@ -14,6 +14,7 @@
  * half-close, not a refusal: it is forwarded to the service once switched.
  */
 import type net from 'node:net';
+import tls from 'node:tls';
 import { ErrorCode, ipcError } from '../src/errors.js';
 import { SocketEndpoint } from '../src/switch.js';
 import { DirectReader } from '../src/direct-read.js';
@@ -58,14 +59,22 @@ function serveByteClient(core: GatewayCore, socket: net.Socket, pending: Pending
     connect(target, true);
   };
 
+  // The native data plane takes plain sockets only (tcpd; tlsd's bytes need TLS in JS).
+  const native = core.dataPlane !== null && !(socket instanceof tls.TLSSocket);
+
   function connect(service: string, answerOk: boolean): void {
-    const reader = options.directRead ? new DirectReader() : undefined;
+    const reader = options.directRead && !native ? new DirectReader() : undefined;
     core.connectTarget(service, pending, reader).then(
       (upstream) => {
         if (upstream === null) return; // refused meanwhile: connectTarget closed it
         socket.off('error', onError);
         socket.off('close', onClose);
         socket.off('end', onEnd);
+        if (native) {
+          // The `ok` goes out first from the data plane (nothing queued in JS to flush).
+          core.bridgeNative(pending, service, socket, upstream, answerOk ? OK : undefined);
+          return;
+        }
         if (answerOk) socket.write(OK);
         const client = new SocketEndpoint('client', socket, options.maxPayload);
         core.bridge(pending, service, client, core.serviceEndpoint(upstream, reader));

@@ -12,7 +12,8 @@ import net from 'node:net';
 import { connectService, connectServicePath } from '../src/client.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
 import { ensureRundir, serviceNameProblem, servicePath } from '../src/rundir.js';
-import { SocketEndpoint, Switch, type Endpoint, type SwitchSummary } from '../src/switch.js';
+import { SocketEndpoint, Switch, type BridgedSwitch, type Endpoint, type SwitchSummary } from '../src/switch.js';
+import { NativeSwitch, nativeDataPlane } from '../src/dataplane.js';
 import type { DirectReader } from '../src/direct-read.js';
 import type { Logger } from '../src/log.js';
 import { ConnectionTable, PendingConnection, type ConnectionInfo } from './lifecycle.js';
@@ -45,6 +46,8 @@ export class GatewayCore {
   private readonly externalLabels: ListenerLabels;
   /** Per-IP limits, or null when none is set. */
   readonly perIp: PerIpLimits | null;
+  /** The native data plane when asked for (`dataPlane: 'native'`) and available, else null. */
+  readonly dataPlane: ReturnType<typeof nativeDataPlane> | null;
 
   constructor(options: GatewayOptions) {
     this.options = options;
@@ -55,6 +58,15 @@ export class GatewayCore {
     this.fixedPath = options.service === undefined ? null : servicePath(options.service, options.rundir);
     const { maxConnectionsPerIp, connectRatePerIp } = options;
     this.perIp = maxConnectionsPerIp > 0 || connectRatePerIp > 0 ? new PerIpLimits(maxConnectionsPerIp, connectRatePerIp) : null;
+    this.dataPlane = null;
+    if (options.dataPlane === 'native') {
+      const plane = nativeDataPlane();
+      if (plane instanceof Error) {
+        this.logger.warn({ reason: plane.message }, 'native data plane unavailable: the JS switch carries every connection');
+      } else {
+        this.dataPlane = plane;
+      }
+    }
   }
 
   /** Number of live client connections (in their handshakes or switched). */
@@ -182,15 +194,48 @@ export class GatewayCore {
     return sw;
   }
 
+  /**
+   * Hands `pending` over to the native data plane: `clientSocket` (plain TCP or Unix,
+   * nothing queued to write) and `serviceSocket` (connected to `service`) are taken over
+   * by the addon's thread, `greeting` (the handshake's `ok`) is sent first. Logged and
+   * counted as {@link bridge} does. Returns null (and closes both) when `pending` was
+   * already refused.
+   */
+  bridgeNative(pending: PendingConnection, service: string, clientSocket: net.Socket, serviceSocket: net.Socket, greeting?: Buffer): NativeSwitch | null {
+    const plane = this.dataPlane;
+    if (plane === null || plane instanceof Error) throw new Error('bridgeNative without a data plane');
+    const { logger, metrics } = this;
+    const info = pending.info;
+    const sw: NativeSwitch = new NativeSwitch(plane, {
+      maxPayload: this.options.maxPayload,
+      halfCloseTimeout: this.options.halfCloseTimeout,
+      ...(greeting ? { greeting } : {}),
+      onClose: (summary: SwitchSummary) => {
+        this.table.delete(sw);
+        metrics.switchEnded(sw, summary);
+        logConnectionEnd(logger, info, service, summary);
+      },
+    });
+    if (!pending.handOver(sw)) {
+      clientSocket.destroy();
+      serviceSocket.destroy();
+      return null;
+    }
+    metrics.switched(sw, pending.labels, service, (performance.now() - pending.acceptedAt) / 1000);
+    sw.start(clientSocket, serviceSocket);
+    if (this.options.idleTimeout > 0 && !sw.done) this.watchIdle(sw);
+    return sw;
+  }
+
   /** Switches watched for idleness, with their byte total at the last sweep. */
-  private readonly idle = new Map<Switch, { bytes: number; quietSince: number }>();
+  private readonly idle = new Map<BridgedSwitch, { bytes: number; quietSince: number }>();
   private idleTimer: NodeJS.Timeout | null = null;
 
   /**
    * Idle detection costs nothing per chunk: a sweep compares each switch's byte counters
    * with the previous sweep's (per-socket timers cost ~10 % CPU: PERFORMANCE.md).
    */
-  private watchIdle(sw: Switch): void {
+  private watchIdle(sw: BridgedSwitch): void {
     this.idle.set(sw, { bytes: -1, quietSince: performance.now() });
     if (this.idleTimer !== null) return;
     const period = Math.max(100, Math.min(this.options.idleTimeout / 4, 5000));

@@ -15,7 +15,7 @@
  * never the name asked for.
  */
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Switch, SwitchSummary } from '../src/switch.js';
+import type { BridgedSwitch as Switch, SwitchSummary } from '../src/switch.js';
 
 /** Where a connection came in: the labels every per-connection metric carries. */
 export interface ListenerLabels {

@@ -63,6 +63,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'halfCloseTimeout', type: 'integer', min: 0, max: MS_MAX, arg: '<ms>', kinds: ALL, help: 'time the other direction gets after a half-close', defaultText: '5000' },
   { key: 'idleTimeout', type: 'integer', min: 0, max: MS_MAX, arg: '<ms>', kinds: ALL, help: 'close a connection after this long without traffic (0: never)', defaultText: '0' },
   { key: 'directRead', type: 'boolean', kinds: ALL, help: 'read service sockets into a buffer per connection (net onread): less CPU per message, 128 KiB more memory per connection' },
+  { key: 'dataPlane', type: 'enum', values: ['js', 'native'], arg: '<js|native>', kinds: ['tcp'], help: 'what moves the bytes of switched connections: the JS switch, or the native epoll thread of the addon (falls back to js with a warning when the addon is absent)', defaultText: 'js, or $LIBIPC_DATA_PLANE' },
   { key: 'backlog', type: 'integer', min: 1, max: 65535, arg: '<n>', kinds: ALL, help: 'listen() backlog', defaultText: '511' },
   { key: 'name', type: 'list', arg: '<names>', kinds: ALL, help: 'outbound Unix service name(s)', defaultText: '$IPC_SERVICE_NAME or the gateway kind' },
   { key: 'outbound', type: 'boolean', kinds: ALL, help: 'serve the outbound Unix service(s) ipcd uses to reach remote gateways' },
@@ -102,6 +103,7 @@ export interface GatewayInput {
   halfCloseTimeout?: number;
   idleTimeout?: number;
   directRead?: boolean;
+  dataPlane?: 'js' | 'native';
   backlog?: number;
   name?: readonly string[] | string;
   outbound?: boolean;
@@ -148,6 +150,8 @@ export interface GatewayOptions {
   readonly halfCloseTimeout: number;
   readonly idleTimeout: number;
   readonly directRead: boolean;
+  /** What moves switched bytes (tcp): `native` asks for the addon's data plane (src/dataplane.ts). */
+  readonly dataPlane: 'js' | 'native';
   readonly backlog: number;
   /** Outbound Unix services served (empty: none). */
   readonly outboundNames: readonly string[];
@@ -353,6 +357,7 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
     halfCloseTimeout: integer('halfCloseTimeout', 5000),
     idleTimeout: integer('idleTimeout', 0),
     directRead: values['directRead'] === true,
+    dataPlane: dataPlaneOf(kind, values['dataPlane'] as 'js' | 'native' | undefined),
     backlog: integer('backlog', 511),
     outboundNames: outbound ? (name?.length ? name : [...OUTBOUND_SCHEMES[kind]]) : [],
     outboundRequired: outboundOnly || !!name?.length,
@@ -378,6 +383,15 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
   Object.freeze(options.listen);
   Object.freeze(options.outboundNames);
   return Object.freeze(options);
+}
+
+/**
+ * The data plane asked for: the option, else (tcp gateways only) LIBIPC_DATA_PLANE=native,
+ * which lets a whole test run use the native plane without changing a test.
+ */
+function dataPlaneOf(kind: GatewayKind, value: 'js' | 'native' | undefined): 'js' | 'native' {
+  if (value !== undefined) return value;
+  return kind === 'tcp' && process.env['LIBIPC_DATA_PLANE'] === 'native' ? 'native' : 'js';
 }
 
 function tlsFrom(kind: GatewayKind, values: Record<string, unknown>, at: (key: string) => string): TlsServerSettings | undefined {

@@ -19,6 +19,10 @@
 #include <string>
 #include <vector>
 
+namespace dataplane {
+void Register(Napi::Env env, Napi::Object exports);  // native/dataplane.cc
+}
+
 namespace {
 
 // More than one descriptor is a protocol error, but room for a few lets us close the
@@ -328,6 +332,7 @@ Napi::Value Notify(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  dataplane::Register(env, exports);
   exports.Set("sendFd", Napi::Function::New(env, SendFd));
   exports.Set("receiveFd", Napi::Function::New(env, ReceiveFd));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix));

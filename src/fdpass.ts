@@ -36,6 +36,8 @@ interface Addon {
   socketPair(): [number, number];
   close(fd: number, shutdownOnly: boolean): void;
   notify(socketPath: string, message: string): void;
+  /** The native data plane (native/dataplane.cc; src/dataplane.ts wraps it). */
+  dataPlane?: unknown;
 }
 
 let addon: Addon | undefined;
@@ -58,6 +60,20 @@ function native(): Addon {
     }
   }
   throw noAddonError(firstError);
+}
+
+/**
+ * The native data plane's functions from the addon, or the reason it is not there
+ * (not built, LIBIPC_NO_ADDON=1, or an addon built before the data plane existed).
+ */
+export function loadDataPlaneAddon(): { plane: unknown } | { error: Error } {
+  try {
+    const plane = native().dataPlane;
+    if (plane === undefined) return { error: new Error('the addon was built without the data plane: rebuild it (npm run install)') };
+    return { plane };
+  } catch (err) {
+    return { error: err as Error };
+  }
 }
 
 function noAddonError(cause: unknown): IpcError {

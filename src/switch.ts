@@ -231,6 +231,24 @@ export interface SwitchSummary {
   durationMs: number;
 }
 
+/** One side's counts as the gateway reads them (metrics, idle sweep). */
+export interface SideTraffic {
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly messagesIn: number;
+}
+
+/**
+ * What a gateway keeps of a switched connection, whichever moves its bytes: a JS
+ * {@link Switch}, or a native one (src/dataplane.ts NativeSwitch).
+ */
+export interface BridgedSwitch {
+  readonly client: SideTraffic;
+  readonly service: SideTraffic;
+  readonly done: boolean;
+  close(reason: string, err?: Error): void;
+}
+
 export interface SwitchOptions {
   /** Time allowed to the other direction after one side half-closed (ms, default 5000). */
   halfCloseTimeout?: number;

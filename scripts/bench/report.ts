@@ -289,6 +289,7 @@ const ISSUE_COLUMNS: readonly { target: string; heading: string }[] = [
   { target: 'unix', heading: 'direct Unix (echod)' },
   { target: 'haproxy', heading: 'HAProxy 1 thread' },
   { target: 'tcpd', heading: 'tcpd' },
+  { target: 'tcpd-native', heading: 'tcpd native' },
   { target: 'node-pipe', heading: 'naive Node pipe' },
   { target: 'haproxy-tls', heading: 'HAProxy TLS' },
   { target: 'tlsd', heading: 'tlsd' },
@@ -299,6 +300,7 @@ const ISSUE_COLUMNS: readonly { target: string; heading: string }[] = [
 /** The ratio columns: gateway / its peer (CPU per message; idle: RSS per connection). */
 const ISSUE_RATIOS: readonly { gateway: string; peer: string; heading: string }[] = [
   { gateway: 'tcpd', peer: 'haproxy', heading: 'tcpd/HAProxy' },
+  { gateway: 'tcpd-native', peer: 'haproxy', heading: 'tcpd native/HAProxy' },
   { gateway: 'tlsd', peer: 'haproxy-tls', heading: 'tlsd/HAProxy TLS' },
   { gateway: 'wsd', peer: 'websockify', heading: 'wsd/websockify' },
 ];

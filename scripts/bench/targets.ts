@@ -342,6 +342,25 @@ export const TARGETS: readonly TargetSpec[] = [
     },
   },
   {
+    name: 'tcpd-native',
+    description: 'tcpd --service echo --data-plane native (bytes moved by the addon\'s epoll thread)',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    peer: 'haproxy',
+    idle: true,
+    default: false,
+    start: async (ctx) => {
+      const { daemon, port } = await startNodeDaemon(
+        ctx,
+        'tcpd-native',
+        ctx.repo('dist/gateways/cli/tcpd.js'),
+        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--data-plane', 'native'],
+        'tcp',
+      );
+      return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
     name: 'tcpd-admin',
     description: 'tcpd --service echo with --admin, /metrics scraped every second during the run (issue 10: within noise of tcpd)',
     role: 'gateway',
