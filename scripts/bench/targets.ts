@@ -205,6 +205,31 @@ function onPath(command: string): string | null {
 /** The workloads the TLS and WebSocket targets run (the issue's: rr at 1 and 64 connections, connect). */
 const SECURE_AND_WS_WORKLOADS = ['rr-c1-64', 'rr-c64-64', 'connect-c8'] as const;
 
+/**
+ * A tcpd started with other flags than the reference target's, measured the same way
+ * (CPU vs node-pipe, HAProxy as its peer in the table); not run unless named with --only.
+ */
+function tcpdVariant(
+  name: string,
+  description: string,
+  args: (ctx: TargetContext) => string[],
+  options: { idle?: boolean; hello?: boolean } = {},
+): TargetSpec {
+  return {
+    name,
+    description,
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    peer: 'haproxy',
+    ...(options.idle ? { idle: true } : {}),
+    default: false,
+    start: async (ctx) => {
+      const { daemon, port } = await startNodeDaemon(ctx, name, ctx.repo('dist/gateways/cli/tcpd.js'), ['--listen', '127.0.0.1:0', ...args(ctx)], 'tcp');
+      return { url: `tcp://127.0.0.1:${port}`, args: options.hello ? ['--hello', ctx.service] : [], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  };
+}
+
 /** The workloads gatewayd runs (issue 9): rr at 64 connections of 64 B, and connect. */
 const GATEWAYD_WORKLOADS = ['rr-c64-64', 'connect-c8'] as const;
 
@@ -341,25 +366,9 @@ export const TARGETS: readonly TargetSpec[] = [
       return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
     },
   },
-  {
-    name: 'tcpd-native',
-    description: 'tcpd --service echo --data-plane native (bytes moved by the addon\'s epoll thread)',
-    role: 'gateway',
-    cpuVs: 'node-pipe',
-    peer: 'haproxy',
+  tcpdVariant('tcpd-native', "tcpd --service echo --data-plane native (bytes moved by the addon's epoll thread)", (ctx) => ['--service', ctx.service, '--data-plane', 'native'], {
     idle: true,
-    default: false,
-    start: async (ctx) => {
-      const { daemon, port } = await startNodeDaemon(
-        ctx,
-        'tcpd-native',
-        ctx.repo('dist/gateways/cli/tcpd.js'),
-        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--data-plane', 'native'],
-        'tcp',
-      );
-      return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
-    },
-  },
+  }),
   {
     name: 'tcpd-admin',
     description: 'tcpd --service echo with --admin, /metrics scraped every second during the run (issue 10: within noise of tcpd)',
@@ -404,24 +413,11 @@ export const TARGETS: readonly TargetSpec[] = [
       return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
     },
   },
-  {
-    name: 'tcpd-per-ip',
-    description: 'tcpd --service echo with per-IP limits on (--max-connections-per-ip, --connect-rate-per-ip): checked once per connection',
-    role: 'gateway',
-    cpuVs: 'node-pipe',
-    peer: 'haproxy',
-    default: false,
-    start: async (ctx) => {
-      const { daemon, port } = await startNodeDaemon(
-        ctx,
-        'tcpd-per-ip',
-        ctx.repo('dist/gateways/cli/tcpd.js'),
-        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--max-connections-per-ip', '100000', '--connect-rate-per-ip', '1000000'],
-        'tcp',
-      );
-      return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
-    },
-  },
+  tcpdVariant(
+    'tcpd-per-ip',
+    'tcpd --service echo with per-IP limits on (--max-connections-per-ip, --connect-rate-per-ip): checked once per connection',
+    (ctx) => ['--service', ctx.service, '--no-outbound', '--max-connections-per-ip', '100000', '--connect-rate-per-ip', '1000000'],
+  ),
   {
     name: 'tcpd-quiet',
     description: 'tcpd --service echo --log-level warn (no per-connection log line)',
@@ -442,25 +438,10 @@ export const TARGETS: readonly TargetSpec[] = [
       return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
     },
   },
-  {
-    name: 'tcpd-hello',
-    description: 'tcpd --allow echo: the client names the service (raw name, raw ok)',
-    role: 'gateway',
-    cpuVs: 'node-pipe',
-    peer: 'haproxy',
-    default: false,
-    start: async (ctx) => {
-      const { daemon, port } = await startNodeDaemon(
-        ctx,
-        'tcpd-hello',
-        ctx.repo('dist/gateways/cli/tcpd.js'),
-        // --no-outbound: `tcpd` above already serves the outbound service `$RUNDIR/tcp`.
-        ['--listen', '127.0.0.1:0', '--allow', ctx.service, '--no-outbound'],
-        'tcp',
-      );
-      return { url: `tcp://127.0.0.1:${port}`, args: ['--hello', ctx.service], cpuPid: daemon.pid, daemons: [daemon] };
-    },
-  },
+  // --no-outbound: `tcpd` already serves the outbound service `$RUNDIR/tcp`.
+  tcpdVariant('tcpd-hello', 'tcpd --allow echo: the client names the service (raw name, raw ok)', (ctx) => ['--allow', ctx.service, '--no-outbound'], {
+    hello: true,
+  }),
   {
     name: 'gatewayd-1',
     description: 'gatewayd, workers: 1 (one process, no cluster), one tcp gateway with service: echo',
