@@ -10,7 +10,7 @@ import { CHURN, CONCURRENT, startEnv, SUITE_TIMEOUT } from './helpers/hostile-en
 
 test.serial('tcpd, fixed target (--service pong): frames, concurrent clients, a killed service, churn', async (t) => {
   t.timeout(SUITE_TIMEOUT);
-  const env = await startEnv(t, 'tcpd', ['--service', 'pong'], null);
+  const env = await startEnv(t, 'tcpd', ['--service', 'pong'], null, 'both');
   await afterBatch(t, env, 'frames', await framesBatch(t, env.transport, null));
   const concurrent = await concurrentBatch(t, env.transport, null, CONCURRENT);
   t.log(`${concurrent.served} of ${CONCURRENT} concurrent clients served (the others ended with a code)`);

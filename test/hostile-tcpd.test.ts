@@ -14,7 +14,7 @@ import { ErrorCode } from '../src/errors.js';
 
 test.serial("tcpd, client-named targets (--allow '*'): the hostile catalogue, back to the baseline after each batch", async (t) => {
   t.timeout(SUITE_TIMEOUT);
-  const env = await startEnv(t, 'tcpd', ['--allow', '*'], 'pong');
+  const env = await startEnv(t, 'tcpd', ['--allow', '*'], 'pong', 'both');
   await afterBatch(t, env, 'names', await namesBatch(t, env.transport));
   await afterBatch(t, env, 'frames', await framesBatch(t, env.transport, 'pong'));
   await afterBatch(t, env, 'deadlines', await deadlineBatch(t, env.transport, HANDSHAKE_TIMEOUT));

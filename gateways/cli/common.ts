@@ -69,8 +69,9 @@ export function reportMemoryOnSignal(logger: Logger): void {
   process.on('SIGUSR2', () => {
     const gc = (globalThis as { gc?: () => void }).gc;
     if (gc) gc();
-    const { rss, heapUsed } = process.memoryUsage();
-    logger.info({ rss, heapUsed, gc: gc !== undefined }, 'memory');
+    // heapTotal and external too: which part of rss a growth is (V8's heap, buffers, the rest).
+    const { rss, heapUsed, heapTotal, external } = process.memoryUsage();
+    logger.info({ rss, heapUsed, heapTotal, external, gc: gc !== undefined }, 'memory');
   });
 }
 
