@@ -104,7 +104,10 @@ for (const gw of ['tcpd', 'tlsd'] as const) {
   rtest(`defect 1: ${gw} with a fixed target and --max-connections 50 still serves a client after 60 clients closed before the service connect`, async (t) => {
     const w = await world(t, gw, ['--service', 'pong', '--max-connections', '50']);
     await connectAndClose(w, 60);
-    await pause(500);
+    // Every one of the 60 has ended (refused mid-handshake or switched and closed) before
+    // the check: with the native data plane a switch's end arrives from its thread.
+    const ended = (l: { msg?: unknown }) => l.msg === 'connection refused' || l.msg === 'connection closed';
+    await w.daemon.log.waitForCount(ended, 60, 10_000, 'the 60 clients ended');
     await verifiedEcho(t, w.daemon, w.transport, null);
     const refused = w.daemon.log.filter((l) => l.msg === 'connection refused' && l['code'] === ErrorCode.TOO_MANY_CONNECTIONS);
     t.deepEqual(refused, [], 'no client refused for the connection limit');
