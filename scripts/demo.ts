@@ -23,14 +23,19 @@ const certs = path.join(root, 'certs');
 const children: ChildProcess[] = [];
 let stopping = false;
 
+/**
+ * Starts a daemon; resolves once it serves: pongd's `listening` line, or for a gateway the
+ * `listening` line of its first TCP port (its outbound Unix service logs `listening` first).
+ */
 function start(name: string, args: string[]): Promise<void> {
+  const serving = (line: string) => line.includes('"msg":"listening"') && (name === 'pongd' || line.includes('"port":'));
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [cli(name), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(child);
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       process.stdout.write(`${name.padEnd(5)} ${line}\n`);
-      if (line.includes('"msg":"listening"')) resolve();
+      if (serving(line)) resolve();
     });
     child.on('exit', (code) => {
       if (!stopping) {
