@@ -17,8 +17,15 @@ test('npm start serves pongd through tcpd, tlsd and wsd, with tcpd\'s status pag
   const dir = await tempDir(t, 'demo-');
   const ports = { TCP_PORT: await freePort(), TLS_PORT: await freePort(), WS_PORT: await freePort(), ADMIN_PORT: await freePort() };
   const env = { ...process.env, RUNDIR: path.join(dir, 'run'), ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])) };
-  const demo = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/scripts/demo.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => demo.kill('SIGKILL'));
+  // Its own process group: a failed test kills the demo and every daemon it started.
+  const demo = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/scripts/demo.js')], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  t.teardown(() => {
+    try {
+      process.kill(-demo.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
   let out = '';
   demo.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
   demo.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
