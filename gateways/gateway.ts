@@ -174,24 +174,14 @@ export class GatewayCore {
    * (and closes both) when `pending` was already refused.
    */
   bridge(pending: PendingConnection, service: string, client: Endpoint, serviceEndpoint: Endpoint, info = pending.info): Switch | null {
-    const { logger, metrics } = this;
-    const sw = new Switch(client, serviceEndpoint, {
+    const sw: Switch = new Switch(client, serviceEndpoint, {
       halfCloseTimeout: this.options.halfCloseTimeout,
-      onClose: (summary: SwitchSummary) => {
-        this.table.delete(sw);
-        metrics.switchEnded(sw, summary);
-        logConnectionEnd(logger, info, service, summary);
-      },
+      onClose: this.switchEnd(() => sw, info, service),
     });
-    if (!pending.handOver(sw)) {
+    return this.adopt(pending, sw, service, () => sw.start(), () => {
       client.destroy();
       serviceEndpoint.destroy();
-      return null;
-    }
-    metrics.switched(sw, pending.labels, service, (performance.now() - pending.acceptedAt) / 1000);
-    sw.start();
-    if (this.options.idleTimeout > 0) this.watchIdle(sw);
-    return sw;
+    });
   }
 
   /**
@@ -204,25 +194,39 @@ export class GatewayCore {
   bridgeNative(pending: PendingConnection, service: string, clientSocket: net.Socket, serviceSocket: net.Socket, greeting?: Buffer): NativeSwitch | null {
     const plane = this.dataPlane;
     if (plane === null || plane instanceof Error) throw new Error('bridgeNative without a data plane');
-    const { logger, metrics } = this;
-    const info = pending.info;
     const sw: NativeSwitch = new NativeSwitch(plane, {
       maxPayload: this.options.maxPayload,
       halfCloseTimeout: this.options.halfCloseTimeout,
       ...(greeting ? { greeting } : {}),
-      onClose: (summary: SwitchSummary) => {
-        this.table.delete(sw);
-        metrics.switchEnded(sw, summary);
-        logConnectionEnd(logger, info, service, summary);
-      },
+      onClose: this.switchEnd(() => sw, pending.info, service),
     });
-    if (!pending.handOver(sw)) {
+    return this.adopt(pending, sw, service, () => sw.start(clientSocket, serviceSocket), () => {
       clientSocket.destroy();
       serviceSocket.destroy();
+    });
+  }
+
+  /** What a switch's end does, either plane: out of the table, into the totals, one log line. */
+  private switchEnd(sw: () => BridgedSwitch, info: ConnectionInfo, service: string): (summary: SwitchSummary) => void {
+    return (summary) => {
+      this.table.delete(sw());
+      this.metrics.switchEnded(sw(), summary);
+      logConnectionEnd(this.logger, info, service, summary);
+    };
+  }
+
+  /**
+   * The hand-over, either plane: `sw` replaces `pending` in the table in one step (else,
+   * refused meanwhile, `discard` closes both sockets), is counted, started, and watched
+   * for idleness.
+   */
+  private adopt<S extends BridgedSwitch>(pending: PendingConnection, sw: S, service: string, start: () => void, discard: () => void): S | null {
+    if (!pending.handOver(sw)) {
+      discard();
       return null;
     }
-    metrics.switched(sw, pending.labels, service, (performance.now() - pending.acceptedAt) / 1000);
-    sw.start(clientSocket, serviceSocket);
+    this.metrics.switched(sw, pending.labels, service, (performance.now() - pending.acceptedAt) / 1000);
+    start();
     if (this.options.idleTimeout > 0 && !sw.done) this.watchIdle(sw);
     return sw;
   }
