@@ -23,6 +23,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createCa, createServerCertificate } from '../src/certs.js';
+import { echoOn } from './helpers/raw-client.js';
 import { connectIpc } from '../src/client.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
 import { pyLookup, runPong, spawnDaemon, type LogLine, type Proc, type PyLookupResult } from './helpers/chain-procs.js';
@@ -461,7 +462,7 @@ chainTest('connectIpc returns the passed descriptor as a live socket (unix:// an
   for (const network of ['pong unix://pong', `pong tcp://127.0.0.1:${world.port.tcp}/pong`]) {
     const socket = await connectIpc('pong', { rundir: host.rundir, network });
     t.teardown(() => socket.destroy());
-    const reply = await echo(socket, frame(`through ${network}`));
+    const reply = await echoOn(socket, frame(`through ${network}`));
     t.is(reply.toString('latin1'), frame(`through ${network}`).toString('latin1'), network);
     socket.destroy();
   }
@@ -469,25 +470,6 @@ chainTest('connectIpc returns the passed descriptor as a live socket (unix:// an
   t.is(err?.code, ErrorCode.NO_ROUTE);
 });
 
-/** Writes `message` and resolves the first `message.length` bytes read back (bounded). */
-function echo(socket: net.Socket, message: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0);
-    const timer = setTimeout(() => reject(new Error(`no echo within ${WAIT} ms (got ${got.toString('hex')})`)), WAIT);
-    socket.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    socket.on('data', (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk]);
-      if (got.length >= message.length) {
-        clearTimeout(timer);
-        resolve(got);
-      }
-    });
-    socket.write(message);
-  });
-}
 
 // ---------------------------------------------------------------------------------------
 // Failures: prompt refusal, logged, every daemon keeps serving

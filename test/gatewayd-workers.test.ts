@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { runCli, spawnCli, startPongd, type Daemon } from './helpers/daemon.js';
 import { tempDir } from './helpers/rundir.js';
-import { RawClient, frame, probeEcho, tcpSession } from './helpers/raw-client.js';
+import { RawClient, echoOn, frame, probeEcho, tcpSession } from './helpers/raw-client.js';
 import { codeOf, type LogLine } from './helpers/log-sink.js';
 import { until } from './helpers/wait.js';
 import { connectIpc } from '../src/client.js';
@@ -262,18 +262,7 @@ test('the outbound services and ipcd are served once, by the primary; a lookup g
     const socket = await connectIpc('pong', { rundir: c.rundir, network: `pong tcp://127.0.0.1:${c.port}/pong` });
     t.teardown(() => socket.destroy());
     const message = frame(`lookup ${i}`);
-    const reply = await new Promise<Buffer>((resolve, reject) => {
-      let got = Buffer.alloc(0);
-      const timer = setTimeout(() => reject(new Error('no echo')), WAIT);
-      socket.on('data', (chunk: Buffer) => {
-        got = Buffer.concat([got, chunk]);
-        if (got.length >= message.length) {
-          clearTimeout(timer);
-          resolve(got);
-        }
-      });
-      socket.write(message);
-    });
+    const reply = await echoOn(socket, message, WAIT);
     t.is(reply.toString('hex'), message.toString('hex'));
     socket.destroy();
   }

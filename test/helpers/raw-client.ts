@@ -226,3 +226,23 @@ export async function tcpSession(t: ExecutionContext, port: number, service = 'p
   await client.expect(Buffer.from('ok'));
   return client;
 }
+
+/** Writes `message` on a plain socket and resolves the first `message.length` bytes read back (bounded). */
+export function echoOn(socket: net.Socket, message: Buffer, timeout = 15_000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let got = Buffer.alloc(0);
+    const timer = setTimeout(() => reject(new Error(`no echo within ${timeout} ms (got ${got.toString('hex')})`)), timeout);
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      if (got.length >= message.length) {
+        clearTimeout(timer);
+        resolve(got);
+      }
+    });
+    socket.write(message);
+  });
+}
