@@ -230,6 +230,20 @@ function tcpdVariant(
   };
 }
 
+/** wsd with a fixed target, one WebSocket message = one payload (ipcbench --ws-payload=raw). */
+async function startWsdTarget(ctx: TargetContext, name: string, env: NodeJS.ProcessEnv = {}): Promise<RunningTarget> {
+  const { daemon, port } = await startNodeDaemon(
+    ctx,
+    name,
+    ctx.repo('dist/gateways/cli/wsd.js'),
+    ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--no-static', '--ping-interval', '0'],
+    undefined,
+    ctx.rundir,
+    env,
+  );
+  return { url: `ws://127.0.0.1:${port}/${ctx.service}`, args: ['--ws-payload=raw'], cpuPid: daemon.pid, daemons: [daemon] };
+}
+
 /** The workloads gatewayd runs (issue 9): rr at 64 connections of 64 B, and connect. */
 const GATEWAYD_WORKLOADS = ['rr-c64-64', 'connect-c8'] as const;
 
@@ -545,15 +559,7 @@ export const TARGETS: readonly TargetSpec[] = [
     idle: true,
     default: true,
     workloads: SECURE_AND_WS_WORKLOADS,
-    start: async (ctx) => {
-      const { daemon, port } = await startNodeDaemon(
-        ctx,
-        'wsd',
-        ctx.repo('dist/gateways/cli/wsd.js'),
-        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--no-static', '--ping-interval', '0'],
-      );
-      return { url: `ws://127.0.0.1:${port}/${ctx.service}`, args: ['--ws-payload=raw'], cpuPid: daemon.pid, daemons: [daemon] };
-    },
+    start: (ctx) => startWsdTarget(ctx, 'wsd'),
   },
   {
     name: 'wsd-js-mask',
@@ -563,18 +569,7 @@ export const TARGETS: readonly TargetSpec[] = [
     peer: 'websockify',
     default: false,
     workloads: SECURE_AND_WS_WORKLOADS,
-    start: async (ctx) => {
-      const { daemon, port } = await startNodeDaemon(
-        ctx,
-        'wsd-js-mask',
-        ctx.repo('dist/gateways/cli/wsd.js'),
-        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--no-static', '--ping-interval', '0'],
-        undefined,
-        ctx.rundir,
-        { WS_NO_BUFFER_UTIL: '1' },
-      );
-      return { url: `ws://127.0.0.1:${port}/${ctx.service}`, args: ['--ws-payload=raw'], cpuPid: daemon.pid, daemons: [daemon] };
-    },
+    start: (ctx) => startWsdTarget(ctx, 'wsd-js-mask', { WS_NO_BUFFER_UTIL: '1' }),
   },
   {
     name: 'chain-direct',
