@@ -63,7 +63,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'halfCloseTimeout', type: 'integer', min: 0, max: MS_MAX, arg: '<ms>', kinds: ALL, help: 'time the other direction gets after a half-close', defaultText: '5000' },
   { key: 'idleTimeout', type: 'integer', min: 0, max: MS_MAX, arg: '<ms>', kinds: ALL, help: 'close a connection after this long without traffic (0: never)', defaultText: '0' },
   { key: 'directRead', type: 'boolean', kinds: ALL, help: 'read service sockets into a buffer per connection (net onread): less CPU per message, 128 KiB more memory per connection' },
-  { key: 'dataPlane', type: 'enum', values: ['js', 'native'], arg: '<js|native>', kinds: ['tcp'], help: 'what moves the bytes of switched connections: the JS switch, or the native epoll thread of the addon (falls back to js with a warning when the addon is absent)', defaultText: 'js, or $LIBIPC_DATA_PLANE' },
+  { key: 'dataPlane', type: 'enum', values: ['js', 'native'], arg: '<js|native>', kinds: ['tcp'], help: 'what moves the bytes of switched connections: the native epoll thread of the addon (falls back to js with a warning when the addon is absent), or the JS switch', defaultText: 'native, or $LIBIPC_DATA_PLANE' },
   { key: 'backlog', type: 'integer', min: 1, max: 65535, arg: '<n>', kinds: ALL, help: 'listen() backlog', defaultText: '511' },
   { key: 'name', type: 'list', arg: '<names>', kinds: ALL, help: 'outbound Unix service name(s)', defaultText: '$IPC_SERVICE_NAME or the gateway kind' },
   { key: 'outbound', type: 'boolean', kinds: ALL, help: 'serve the outbound Unix service(s) ipcd uses to reach remote gateways' },
@@ -386,12 +386,14 @@ export function normalizeGatewayOptions(kind: GatewayKind, input: GatewayInput, 
 }
 
 /**
- * The data plane asked for: the option, else (tcp gateways only) LIBIPC_DATA_PLANE=native,
- * which lets a whole test run use the native plane without changing a test.
+ * The data plane asked for: the option, else LIBIPC_DATA_PLANE (js or native), else native for
+ * tcp gateways (the byte-transparent switch; TLS and WebSocket translate in JS). The variable
+ * lets a whole test run use the JS switch without changing a test.
  */
 function dataPlaneOf(kind: GatewayKind, value: 'js' | 'native' | undefined): 'js' | 'native' {
   if (value !== undefined) return value;
-  return kind === 'tcp' && process.env['LIBIPC_DATA_PLANE'] === 'native' ? 'native' : 'js';
+  if (kind !== 'tcp') return 'js';
+  return process.env['LIBIPC_DATA_PLANE'] === 'js' ? 'js' : 'native';
 }
 
 function tlsFrom(kind: GatewayKind, values: Record<string, unknown>, at: (key: string) => string): TlsServerSettings | undefined {

@@ -1,6 +1,6 @@
 /**
  * The native data plane (src/dataplane.ts, native/dataplane.cc) on its own: what the tcpd
- * test files (run with LIBIPC_DATA_PLANE=native) do not reach. Backpressure both ways with
+ * test files (which run with it, the default, and again with LIBIPC_DATA_PLANE=js) do not reach. Backpressure both ways with
  * a reader that stops, the half-close timeout, a limit crossed inside a pipelined burst,
  * counts read live, closes from JS while the thread is writing (drain, idle), descriptors
  * released, and the fallback to the JS switch when the addon is absent.

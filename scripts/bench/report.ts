@@ -288,21 +288,28 @@ function peerMissing(idle: readonly Row[], peer: string | null): string {
 const ISSUE_COLUMNS: readonly { target: string; heading: string }[] = [
   { target: 'unix', heading: 'direct Unix (echod)' },
   { target: 'haproxy', heading: 'HAProxy 1 thread' },
+  { target: 'tcpd-ref', heading: 'tcpd before' },
   { target: 'tcpd', heading: 'tcpd' },
-  { target: 'tcpd-native', heading: 'tcpd native' },
+  { target: 'tcpd-js', heading: 'tcpd js switch' },
   { target: 'node-pipe', heading: 'naive Node pipe' },
   { target: 'haproxy-tls', heading: 'HAProxy TLS' },
+  { target: 'tlsd-ref', heading: 'tlsd before' },
   { target: 'tlsd', heading: 'tlsd' },
   { target: 'websockify', heading: 'websockify' },
+  { target: 'wsd-ref', heading: 'wsd before' },
   { target: 'wsd', heading: 'wsd' },
 ];
 
 /** The ratio columns: gateway / its peer (CPU per message; idle: RSS per connection). */
 const ISSUE_RATIOS: readonly { gateway: string; peer: string; heading: string }[] = [
+  { gateway: 'tcpd-ref', peer: 'haproxy', heading: 'tcpd before/HAProxy' },
   { gateway: 'tcpd', peer: 'haproxy', heading: 'tcpd/HAProxy' },
-  { gateway: 'tcpd-native', peer: 'haproxy', heading: 'tcpd native/HAProxy' },
+  { gateway: 'tcpd-js', peer: 'haproxy', heading: 'tcpd js/HAProxy' },
+  { gateway: 'tlsd-ref', peer: 'haproxy-tls', heading: 'tlsd before/HAProxy TLS' },
   { gateway: 'tlsd', peer: 'haproxy-tls', heading: 'tlsd/HAProxy TLS' },
+  { gateway: 'wsd-ref', peer: 'websockify', heading: 'wsd before/websockify' },
   { gateway: 'wsd', peer: 'websockify', heading: 'wsd/websockify' },
+  { gateway: 'wsd', peer: 'node-pipe', heading: 'wsd/naive Node pipe' },
 ];
 
 /**
@@ -328,11 +335,16 @@ export function issueTable(rows: readonly Row[]): string {
       const cpu = r.cpu >= 100 ? r.cpu.toFixed(0) : r.cpu.toFixed(1);
       return `${cpu} µs${r.vsBaseline === null || r.role === 'baseline' ? '' : `, ${r.vsBaseline.toFixed(2)}x`}`;
     };
-    const ratioOf = (gateway: string): string => {
-      const r = mine.find((x) => x.target === gateway);
-      return r?.peerRatio === null || r?.peerRatio === undefined ? '' : r.peerRatio.toFixed(2);
+    // Computed from the two cells (not the row's own peer), so a gateway can be set beside
+    // more than one proxy (wsd: websockify and the naive Node pipe).
+    const ratioOf = (gateway: string, peer: string): string => {
+      const g = mine.find((x) => x.target === gateway);
+      const p = mine.find((x) => x.target === peer);
+      if (!g || !p || g.note || p.note) return '';
+      if (g.mem && p.mem?.rssPerConn) return (g.mem.rssPerConn / p.mem.rssPerConn).toFixed(2);
+      return g.cpu !== null && p.cpu ? (g.cpu / p.cpu).toFixed(2) : '';
     };
-    return [mine[0]!.title, ...columns.map((c) => cellOf(c.target)), ...ratios.map((c) => ratioOf(c.gateway))];
+    return [mine[0]!.title, ...columns.map((c) => cellOf(c.target)), ...ratios.map((c) => ratioOf(c.gateway, c.peer))];
   });
   const header = ['workload', ...columns.map((c) => c.heading), ...ratios.map((c) => c.heading)];
   return markdown(header, lines, new Set(header.map((_, i) => i).filter((i) => i > 0)));

@@ -202,8 +202,8 @@ function onPath(command: string): string | null {
   return null;
 }
 
-/** The workloads the TLS and WebSocket targets run (the issue's: rr at 1 and 64 connections, connect). */
-const SECURE_AND_WS_WORKLOADS = ['rr-c1-64', 'rr-c64-64', 'connect-c8'] as const;
+/** The workloads the TLS and WebSocket targets run: rr at 1 and 64 connections, and the issue's table rows. */
+const SECURE_AND_WS_WORKLOADS = ['rr-c1-64', 'rr-c64-64', 'rr-c64-16k', 'stream-c8-64k', 'connect-c8'] as const;
 
 /**
  * A tcpd started with other flags than the reference target's, measured the same way
@@ -213,7 +213,7 @@ function tcpdVariant(
   name: string,
   description: string,
   args: (ctx: TargetContext) => string[],
-  options: { idle?: boolean; hello?: boolean } = {},
+  options: { idle?: boolean; hello?: boolean; ref?: boolean } = {},
 ): TargetSpec {
   return {
     name,
@@ -224,24 +224,49 @@ function tcpdVariant(
     ...(options.idle ? { idle: true } : {}),
     default: false,
     start: async (ctx) => {
-      const { daemon, port } = await startNodeDaemon(ctx, name, ctx.repo('dist/gateways/cli/tcpd.js'), ['--listen', '127.0.0.1:0', ...args(ctx)], 'tcp');
+      const script = options.ref ? refScript('tcpd') : ctx.repo('dist/gateways/cli/tcpd.js');
+      if (typeof script !== 'string') return script;
+      const { daemon, port } = await startNodeDaemon(ctx, name, script, ['--listen', '127.0.0.1:0', ...args(ctx)], 'tcp');
       return { url: `tcp://127.0.0.1:${port}`, args: options.hello ? ['--hello', ctx.service] : [], cpuPid: daemon.pid, daemons: [daemon] };
     },
   };
 }
 
+/**
+ * The CLI `name` of another built checkout (env BENCH_REF=DIR: a `git worktree` of an older
+ * commit, built there), for before/after in one run; a not-run target when it is not set.
+ */
+function refScript(name: 'tcpd' | 'tlsd' | 'wsd'): string | RunningTarget {
+  const ref = process.env['BENCH_REF'];
+  const script = ref === undefined ? '' : path.resolve(ref, `dist/gateways/cli/${name}.js`);
+  if (ref === undefined || !fs.existsSync(script)) {
+    return { url: '', args: [], cpuPid: -1, daemons: [], unavailable: 'set BENCH_REF to a built checkout (git worktree add DIR REV && cd DIR && npm ci && npm run build)' };
+  }
+  return script;
+}
+
 /** wsd with a fixed target, one WebSocket message = one payload (ipcbench --ws-payload=raw). */
-async function startWsdTarget(ctx: TargetContext, name: string, env: NodeJS.ProcessEnv = {}): Promise<RunningTarget> {
+async function startWsdTarget(ctx: TargetContext, name: string, env: NodeJS.ProcessEnv = {}, ref = false): Promise<RunningTarget> {
+  const script = ref ? refScript('wsd') : ctx.repo('dist/gateways/cli/wsd.js');
+  if (typeof script !== 'string') return script;
   const { daemon, port } = await startNodeDaemon(
     ctx,
     name,
-    ctx.repo('dist/gateways/cli/wsd.js'),
+    script,
     ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--no-static', '--ping-interval', '0'],
     undefined,
     ctx.rundir,
     env,
   );
   return { url: `ws://127.0.0.1:${port}/${ctx.service}`, args: ['--ws-payload=raw'], cpuPid: daemon.pid, daemons: [daemon] };
+}
+
+/** tlsd with a fixed target and the run's ECDSA P-256 certificate (ipcbench verifies it). */
+async function startTlsdTarget(ctx: TargetContext, name: string, script: string | RunningTarget): Promise<RunningTarget> {
+  if (typeof script !== 'string') return script;
+  const tls = tlsFiles(ctx);
+  const { daemon, port } = await startNodeDaemon(ctx, name, script, ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound']);
+  return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
 }
 
 /** The workloads gatewayd runs (issue 9): rr at 64 connections of 64 B, and connect. */
@@ -380,7 +405,7 @@ export const TARGETS: readonly TargetSpec[] = [
       return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
     },
   },
-  tcpdVariant('tcpd-native', "tcpd --service echo --data-plane native (bytes moved by the addon's epoll thread)", (ctx) => ['--service', ctx.service, '--data-plane', 'native'], {
+  tcpdVariant('tcpd-js', 'tcpd --service echo --data-plane js (the JS switch moves the bytes; the default is the native data plane)', (ctx) => ['--service', ctx.service, '--data-plane', 'js'], {
     idle: true,
   }),
   {
@@ -409,24 +434,10 @@ export const TARGETS: readonly TargetSpec[] = [
       return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
     },
   },
-  {
-    name: 'tcpd-ref',
-    description: 'tcpd --service echo from another built checkout (env BENCH_REF=DIR, e.g. a git worktree of an older commit): before/after in one run',
-    role: 'gateway',
-    cpuVs: 'node-pipe',
-    peer: 'haproxy',
+  tcpdVariant('tcpd-ref', 'tcpd --service echo from another built checkout (env BENCH_REF=DIR): before/after in one run', (ctx) => ['--service', ctx.service], {
     idle: true,
-    default: false,
-    start: async (ctx) => {
-      const ref = process.env['BENCH_REF'];
-      const script = ref === undefined ? '' : path.resolve(ref, 'dist/gateways/cli/tcpd.js');
-      if (ref === undefined || !fs.existsSync(script)) {
-        return { url: '', args: [], cpuPid: -1, daemons: [], unavailable: 'set BENCH_REF to a built checkout (git worktree add DIR REV && cd DIR && npm run build)' };
-      }
-      const { daemon, port } = await startNodeDaemon(ctx, 'tcpd-ref', script, ['--listen', '127.0.0.1:0', '--service', ctx.service], 'tcp');
-      return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };
-    },
-  },
+    ref: true,
+  }),
   tcpdVariant(
     'tcpd-per-ip',
     'tcpd --service echo with per-IP limits on (--max-connections-per-ip, --connect-rate-per-ip): checked once per connection',
@@ -516,16 +527,18 @@ export const TARGETS: readonly TargetSpec[] = [
     idle: true,
     default: true,
     workloads: SECURE_AND_WS_WORKLOADS,
-    start: async (ctx) => {
-      const tls = tlsFiles(ctx);
-      const { daemon, port } = await startNodeDaemon(
-        ctx,
-        'tlsd',
-        ctx.repo('dist/gateways/cli/tlsd.js'),
-        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound'],
-      );
-      return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
-    },
+    start: (ctx) => startTlsdTarget(ctx, 'tlsd', ctx.repo('dist/gateways/cli/tlsd.js')),
+  },
+  {
+    name: 'tlsd-ref',
+    description: 'tlsd as above from another built checkout (env BENCH_REF=DIR): before/after in one run',
+    role: 'gateway',
+    cpuVs: 'node-pipe-tls',
+    peer: 'haproxy-tls',
+    idle: true,
+    default: false,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: (ctx) => startTlsdTarget(ctx, 'tlsd-ref', refScript('tlsd')),
   },
   {
     name: 'websockify',
@@ -560,6 +573,17 @@ export const TARGETS: readonly TargetSpec[] = [
     default: true,
     workloads: SECURE_AND_WS_WORKLOADS,
     start: (ctx) => startWsdTarget(ctx, 'wsd'),
+  },
+  {
+    name: 'wsd-ref',
+    description: 'wsd as above from another built checkout (env BENCH_REF=DIR): before/after in one run',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    peer: 'websockify',
+    idle: true,
+    default: false,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: (ctx) => startWsdTarget(ctx, 'wsd-ref', {}, true),
   },
   {
     name: 'wsd-js-mask',
