@@ -12,7 +12,7 @@ const why = result.error ? result.error.message : `node-gyp exited with ${result
 process.stderr.write(
   `\nlibipc-gateways: WARNING: the fdpass addon was not built (${why}).\n` +
     'Everything works without it except descriptor passing: ipcd and connectIpc (IPC_NETWORK)\n' +
-    'fail with IPC_ERR_FD_PASSING, and tcp gateways' native data plane falls back to the JS switch.\n' +
+    'fail with IPC_ERR_FD_PASSING, and the native data plane of tcp gateways falls back to the JS switch.\n' +
     'To build it, install a C++ toolchain\n' +
     '(Debian: apt-get install g++ make python3) and run `npm rebuild libipc-gateways`\n' +
     '(in this repository: `npm run install`).\n\n',
