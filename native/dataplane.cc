@@ -38,7 +38,12 @@
 namespace dataplane {
 namespace {
 
-constexpr size_t kReadBuffer = 64 * 1024;
+// One read moves up to kReadBuffer bytes while the other side takes whole writes (fewer
+// epoll turns and syscalls per byte when streaming), and kCongestedRead once a write to it
+// came back short: then the rest of a read waits in memory, so a slow reader holds at
+// most one big read's rest, once, and 64 KiB-sized rests after that.
+constexpr size_t kReadBuffer = 256 * 1024;
+constexpr size_t kCongestedRead = 64 * 1024;
 constexpr int64_t kFinishGraceMs = 5000;  // src/switch.ts FINISH_GRACE_MS
 constexpr int kClient = 0;
 constexpr int kService = 1;
@@ -109,6 +114,7 @@ struct Side {
   bool hangup = false;      // EPOLLRDHUP/HUP/ERR seen: read until 0 or an error, never stop short
   bool inputEnded = false;  // EOF read
   bool outputShut = false;  // shutdown(SHUT_WR) done
+  bool congested = false;   // a write to this side came back short: reads for it stay small
   // The unwritten rest of what is sent to this side (malloc'ed; null when none).
   char* pend = nullptr;
   size_t pendOff = 0, pendLen = 0;
@@ -311,6 +317,8 @@ bool Deliver(Conn* c, int from, const char* p, size_t n) {
     dst.bytesOut.fetch_add(uint64_t(w), std::memory_order_relaxed);
     off += size_t(w);
   }
+  // A whole write means the other side keeps up: big reads for it again.
+  dst.congested = off < pass;
   if (off < pass && !Queue(dst, p + off, pass - off)) {
     Teardown(c, from, kErrno, ENOMEM, "malloc");
     return false;
@@ -368,7 +376,8 @@ bool Pump(Conn* c) {
       if (c->finishing) continue;
       Side& src = c->side[from];
       if (!src.canRead || src.inputEnded || c->side[to].pendLen > 0) continue;
-      ssize_t n = read(src.fd, plane->buf, kReadBuffer);
+      size_t want = c->side[to].congested ? kCongestedRead : kReadBuffer;
+      ssize_t n = read(src.fd, plane->buf, want);
       if (n < 0) {
         if (errno == EINTR) {
           progress = true;
@@ -389,7 +398,7 @@ bool Pump(Conn* c) {
       if (!Deliver(c, from, reinterpret_cast<char*>(plane->buf), size_t(n))) return false;
       // A short read drained the socket (edge-triggered: no need to read to EAGAIN),
       // unless a FIN or an error is pending: that comes with no new edge.
-      if (size_t(n) < kReadBuffer && !src.hangup) src.canRead = false;
+      if (size_t(n) < want && !src.hangup) src.canRead = false;
     }
     if (!progress) return true;
   }
