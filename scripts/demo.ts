@@ -9,7 +9,6 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { shebangNodeFlags } from '../gateways/cli/node-flags.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = (name: string) => path.join(root, 'dist/gateways/cli', `${name}.js`);
@@ -31,7 +30,7 @@ let stopping = false;
 function start(name: string, args: string[]): Promise<void> {
   const serving = (line: string) => line.includes('"msg":"listening"') && (name === 'pongd' || line.includes('"port":'));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...shebangNodeFlags(cli(name)), cli(name), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [cli(name), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(child);
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {

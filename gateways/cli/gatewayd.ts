@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env node
 /**
  * gatewayd: every gateway of one configuration file in one process (see gatewayd.example.yaml).
  *   gatewayd --config gatewayd.yaml            serve; SIGHUP reloads the file, SIGTERM drains

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env node
 /**
  * ipcd: libipc's lookup service. Clients with IPC_NETWORK set ask it for a service; it
  * answers with a connected descriptor (local service, or a remote one through the local

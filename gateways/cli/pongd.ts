@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env node
 /**
  * pongd: the libipc echo service, written on the Context event loop.
  *   pongd [--service pong]

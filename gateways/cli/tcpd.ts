@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env node
 /**
  * tcpd: TCP clients to local libipc services, and (outbound) local clients to remote
  * gateways through the Unix service `tcp`.

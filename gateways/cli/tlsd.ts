@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env node
 /**
  * tlsd: TLS clients to local libipc services (TLS termination), and (outbound) local
  * clients to remote TLS gateways through the Unix service `tls`.

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env node
 /**
  * wsd: WebSocket clients (browsers) to local libipc services, one WebSocket message per
  * libipc message, and a small page to try it.

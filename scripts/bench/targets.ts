@@ -13,7 +13,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createCa, createServerCertificate } from '../../src/certs.js';
-import { shebangNodeFlags } from '../../gateways/cli/node-flags.js';
 import type { ChainTarget } from './chain.js';
 import { acceptsTcp, freePort, jsonListeningPort, type Daemon, type Procs } from './procs.js';
 import type { Workload } from './workloads.js';
@@ -117,7 +116,7 @@ export async function startNodeDaemon(
   env: NodeJS.ProcessEnv = {},
 ): Promise<{ daemon: Daemon; port: number }> {
   if (!fs.existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` (npm run bench does)`);
-  const { daemon, value } = await ctx.procs.startDaemon(name, process.execPath, [...shebangNodeFlags(script), script, ...args], {
+  const { daemon, value } = await ctx.procs.startDaemon(name, process.execPath, [script, ...args], {
     env: { RUNDIR: rundir, IPC_NETWORK: undefined, ...env },
     cwd: ctx.root,
     ready: (log) => jsonListeningPort(log, transport),
@@ -128,7 +127,7 @@ export async function startNodeDaemon(
 /** Starts one of our Node daemons that listens on Unix sockets only (ipcd, an outbound-only gateway). */
 async function startUnixDaemon(ctx: TargetContext, name: string, script: string, args: readonly string[], rundir: string): Promise<Daemon> {
   if (!fs.existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` (npm run bench does)`);
-  const { daemon } = await ctx.procs.startDaemon(name, process.execPath, [...shebangNodeFlags(script), script, ...args], {
+  const { daemon } = await ctx.procs.startDaemon(name, process.execPath, [script, ...args], {
     env: { RUNDIR: rundir, IPC_NETWORK: undefined },
     cwd: ctx.root,
     ready: (log) => (/"msg":"listening"/.test(log) ? true : undefined),
@@ -152,7 +151,7 @@ async function startGatewayd(ctx: TargetContext, workers: number, policy?: 'none
     `workers: ${workers}\ndrain-timeout: 1000\ngateways:\n  - type: tcp\n    listen: 127.0.0.1:0\n    service: ${ctx.service}\n`,
   );
   let started: { workerPids?: number[] } = {};
-  const { daemon, value } = await ctx.procs.startDaemon(name, process.execPath, [...shebangNodeFlags(script), script, '--config', config], {
+  const { daemon, value } = await ctx.procs.startDaemon(name, process.execPath, [script, '--config', config], {
     env: { RUNDIR: ctx.rundir, IPC_NETWORK: undefined, NODE_CLUSTER_SCHED_POLICY: policy },
     cwd: ctx.root,
     ready: (log) => {
@@ -458,7 +457,7 @@ export const TARGETS: readonly TargetSpec[] = [
       const { daemon } = await ctx.procs.startDaemon(
         'tcpd-quiet',
         process.execPath,
-        [...shebangNodeFlags(script), script, '--listen', `127.0.0.1:${port}`, '--service', ctx.service, '--no-outbound', '--log-level', 'warn'],
+        [script, '--listen', `127.0.0.1:${port}`, '--service', ctx.service, '--no-outbound', '--log-level', 'warn'],
         { env: { RUNDIR: ctx.rundir }, cwd: ctx.root, ready: async () => ((await acceptsTcp(port)) ? true : undefined) },
       );
       return { url: `tcp://127.0.0.1:${port}`, args: [], cpuPid: daemon.pid, daemons: [daemon] };

@@ -5,7 +5,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { ExecutionContext } from 'ava';
 import { cliPath, type CliName } from './paths.js';
-import { shebangNodeFlags } from '../../gateways/cli/node-flags.js';
 import { LogSink, type LogLine } from './log-sink.js';
 
 /** How a child ended. */
@@ -120,8 +119,7 @@ export function childEnv(extra: Record<string, string | undefined> = {}): NodeJS
 /** Spawns `node dist/gateways/cli/<name>.js ...args` with stdout and stderr piped. */
 export function spawnChild(name: CliName, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
   const env = childEnv(options.env);
-  // The flags of the script's #! line first: tests run the daemons as installed bins do.
-  const script = [...shebangNodeFlags(cliPath(name)), ...(options.nodeArgs ?? []), cliPath(name)];
+  const script = [...(options.nodeArgs ?? []), cliPath(name)];
   return options.umask === undefined
     ? spawn(process.execPath, [...script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn('/bin/sh', ['-c', `umask ${options.umask} && exec "$0" "$@"`, process.execPath, ...script, ...args], {
