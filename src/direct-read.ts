@@ -13,6 +13,11 @@
  * Cost: one {@link DIRECT_READ_SIZE} buffer per connection while it is open (returned to a
  * small pool when it closes), where the Readable path holds none while idle. Gateways
  * therefore make it an option (`directRead`), off by default.
+ *
+ * A consumer that copies every byte it keeps before returning (wsd's client endpoint
+ * builds each WebSocket frame in a buffer of its own) needs none of that: such readers
+ * share one read buffer, process-wide ({@link DirectReader.copying}), so reads cost no
+ * allocation and an idle connection holds no buffer.
  */
 import type net from 'node:net';
 
@@ -23,18 +28,43 @@ export const DIRECT_READ_SIZE = 128 * 1024;
 const POOL_LIMIT = 64;
 const pool: Buffer[] = [];
 
+/** The read buffer of every copying reader: each read is consumed before the next one starts. */
+let sharedBuffer: Buffer | null = null;
+
 /** Reads of one socket, delivered synchronously to a consumer attached later. */
 export class DirectReader {
   /** Pass as `onread` to net.connect / net.Socket. */
-  readonly onread: { buffer: () => Buffer; callback: (nread: number, buf: Buffer) => boolean };
+  readonly onread: { buffer: Buffer | (() => Buffer); callback: (nread: number, buf: Buffer) => boolean };
   private buffer: Buffer | null = null;
   /** Where the bytes go; null until the switch starts (bytes are then kept as copies). */
   private consumer: ((chunk: Buffer) => void) | null = null;
   /** The socket the consumer writes the bytes to; while it holds bytes after a read, the buffer is left to it. */
   private sink: net.Socket | null = null;
   private early: Buffer[] = [];
+  private readonly shared: boolean;
 
-  constructor() {
+  /**
+   * A reader into the one shared buffer: its consumer must copy what it keeps of a chunk
+   * before returning (the next read, of any socket, overwrites it).
+   */
+  static copying(): DirectReader {
+    return new DirectReader(true);
+  }
+
+  constructor(shared = false) {
+    this.shared = shared;
+    if (shared) {
+      this.onread = {
+        buffer: (sharedBuffer ??= Buffer.allocUnsafe(DIRECT_READ_SIZE)),
+        callback: (nread: number, buf: Buffer) => {
+          const chunk = buf.subarray(0, nread);
+          if (this.consumer === null) this.early.push(Buffer.from(chunk));
+          else this.consumer(chunk);
+          return true;
+        },
+      };
+      return;
+    }
     this.onread = {
       buffer: () => (this.buffer ??= pool.pop() ?? Buffer.allocUnsafe(DIRECT_READ_SIZE)),
       callback: (nread: number, buf: Buffer) => {
@@ -65,6 +95,7 @@ export class DirectReader {
 
   /** Call once the socket is closed: its buffer goes back to the pool. */
   release(): void {
+    if (this.shared) return;
     const idle = this.buffer !== null && (this.sink === null || this.sink.writableLength === 0);
     if (idle && pool.length < POOL_LIMIT) pool.push(this.buffer!);
     this.buffer = null;

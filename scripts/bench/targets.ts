@@ -205,6 +205,9 @@ function onPath(command: string): string | null {
 /** The workloads the TLS and WebSocket targets run (the issue's: rr at 1 and 64 connections, connect). */
 const SECURE_AND_WS_WORKLOADS = ['rr-c1-64', 'rr-c64-64', 'connect-c8'] as const;
 
+/** wsd's: tlsd's, and the 16 KiB row. */
+const WS_WORKLOADS = ['rr-c1-64', 'rr-c64-64', 'rr-c64-16k', 'connect-c8'] as const;
+
 /**
  * A tcpd started with other flags than the reference target's, measured the same way
  * (CPU vs node-pipe, HAProxy as its peer in the table); not run unless named with --only.
@@ -231,11 +234,11 @@ function tcpdVariant(
 }
 
 /** wsd with a fixed target, one WebSocket message = one payload (ipcbench --ws-payload=raw). */
-async function startWsdTarget(ctx: TargetContext, name: string, env: NodeJS.ProcessEnv = {}): Promise<RunningTarget> {
+async function startWsdTarget(ctx: TargetContext, name: string, env: NodeJS.ProcessEnv = {}, script = ctx.repo('dist/gateways/cli/wsd.js')): Promise<RunningTarget> {
   const { daemon, port } = await startNodeDaemon(
     ctx,
     name,
-    ctx.repo('dist/gateways/cli/wsd.js'),
+    script,
     ['--listen', '127.0.0.1:0', '--service', ctx.service, '--no-outbound', '--no-static', '--ping-interval', '0'],
     undefined,
     ctx.rundir,
@@ -532,7 +535,7 @@ export const TARGETS: readonly TargetSpec[] = [
     description: 'websockify (Debian, Python) to the Unix socket; loses message boundaries: ipcbench --ws-payload=framed',
     role: 'anchor',
     default: true,
-    workloads: SECURE_AND_WS_WORKLOADS,
+    workloads: WS_WORKLOADS,
     start: async (ctx) => {
       const command = onPath('websockify');
       if (!command) {
@@ -558,8 +561,26 @@ export const TARGETS: readonly TargetSpec[] = [
     peer: 'websockify',
     idle: true,
     default: true,
-    workloads: SECURE_AND_WS_WORKLOADS,
+    workloads: WS_WORKLOADS,
     start: (ctx) => startWsdTarget(ctx, 'wsd'),
+  },
+  {
+    name: 'wsd-ref',
+    description: 'wsd as above from another built checkout (env BENCH_REF=DIR): before/after in one run',
+    role: 'gateway',
+    cpuVs: 'node-pipe',
+    peer: 'websockify',
+    idle: true,
+    default: false,
+    workloads: WS_WORKLOADS,
+    start: async (ctx) => {
+      const ref = process.env['BENCH_REF'];
+      const script = ref === undefined ? '' : path.resolve(ref, 'dist/gateways/cli/wsd.js');
+      if (ref === undefined || !fs.existsSync(script)) {
+        return { url: '', args: [], cpuPid: -1, daemons: [], unavailable: 'set BENCH_REF to a built checkout (git worktree add DIR REV && cd DIR && npm run build)' };
+      }
+      return startWsdTarget(ctx, 'wsd-ref', {}, script);
+    },
   },
   {
     name: 'wsd-js-mask',
@@ -568,7 +589,7 @@ export const TARGETS: readonly TargetSpec[] = [
     cpuVs: 'node-pipe',
     peer: 'websockify',
     default: false,
-    workloads: SECURE_AND_WS_WORKLOADS,
+    workloads: WS_WORKLOADS,
     start: (ctx) => startWsdTarget(ctx, 'wsd-js-mask', { WS_NO_BUFFER_UTIL: '1' }),
   },
   {
