@@ -22,6 +22,16 @@ const CLOSE_GRACE_MS = 2000;
 /** An empty ping: what the liveness sweep sends. */
 const PING = wsFrame(WsOpcode.PING, Buffer.alloc(0));
 
+/**
+ * Where replies are built when a whole frame is at hand and nothing is queued on the
+ * client socket: written at once, the kernel takes the bytes during the write call, and
+ * the buffer is free again (a write that leaves bytes pending keeps it: a new one is
+ * made). No allocation per reply, and no buffer per connection. Not for TLS sockets:
+ * their writes complete later (the record is written after the call), every time.
+ */
+let scratch: Buffer | null = null;
+const SCRATCH_SIZE = 64 * 1024;
+
 /** The parser's sink during {@link WsFrameEndpoint.in}: set for the call, so no closure per connection. */
 let forwarding: Forward | null = null;
 
@@ -32,6 +42,8 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
   private readonly parser: WsFrameParser;
   private readonly maxPayload: number;
   private readonly text: boolean;
+  /** A plain TCP socket (not TLS): its writes may use the scratch buffer. */
+  private readonly plain: boolean;
   private received = 0;
   /** Whether the client answered the last ping (the sweep's flag). */
   answered = true;
@@ -57,9 +69,11 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
     super('client');
     this.socket = socket;
     this.info = info;
-    this.parser = new WsFrameParser(maxPayload);
+    // The socket's reads are ours: messages are unmasked in them (WsFrameParser).
+    this.parser = new WsFrameParser(maxPayload, true);
     this.maxPayload = maxPayload;
     this.text = text;
+    this.plain = !(socket as { encrypted?: boolean }).encrypted;
   }
 
   get messagesIn(): number {
@@ -145,9 +159,24 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
           this.outError = ipcError(ErrorCode.PAYLOAD_TOO_LARGE, `frame length ${length} exceeds the limit of ${this.maxPayload} bytes`);
           return this.outError;
         }
-        this.outStart = wsHeaderSize(length);
-        frame = this.outFrame = Buffer.allocUnsafe(this.outStart + length);
-        this.outPos = this.outStart;
+        const start = wsHeaderSize(length);
+        if (this.plain && end - pos >= length && this.socket.writableLength === 0) {
+          // The whole frame is here and the socket holds nothing: built in the scratch buffer.
+          const size = start + length;
+          let buffer = scratch;
+          if (buffer === null || buffer.length < size) buffer = scratch = Buffer.allocUnsafe(Math.max(size, SCRATCH_SIZE));
+          const whole = buffer.subarray(0, size);
+          bytes.copy(whole, start, pos, pos + length);
+          pos += length;
+          this.sendMessage(whole, start);
+          // Bytes left pending reference the buffer: the next reply gets another one.
+          if (this.socket.writableLength > 0) scratch = null;
+          messages++;
+          continue;
+        }
+        this.outStart = start;
+        frame = this.outFrame = Buffer.allocUnsafe(start + length);
+        this.outPos = start;
       }
       // Copied out: `bytes` may be a read buffer that is read into again after this call.
       const n = Math.min(frame.length - this.outPos, end - pos);
@@ -156,15 +185,14 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
       this.outPos += n;
       if (this.outPos === frame.length) {
         this.outFrame = null;
-        this.sendMessage(frame);
+        this.sendMessage(frame, this.outStart);
         messages++;
       }
     }
     return messages === 0 ? Outcome.IGNORE : Outcome.MESSAGE;
   }
 
-  private sendMessage(frame: Buffer): void {
-    const start = this.outStart;
+  private sendMessage(frame: Buffer, start: number): void {
     const length = frame.length - start;
     const asText = this.text && isUtf8(frame.subarray(start));
     writeWsHeader(frame, asText ? WsOpcode.TEXT : WsOpcode.BINARY, length);

@@ -110,12 +110,21 @@ export class WsFrameParser {
   /** Payload bytes of the current frame still to read, and read so far (the mask's phase). */
   private payloadLeft = 0;
   private payloadDone = 0;
+  /** The current frame is unmasked in the chunk it came in. */
+  private targetInPlace = false;
   /** Fragments of a message in progress (unmasked payloads), joined at its last frame. */
   private fragments: Buffer[] | null = null;
+  /** Whether the chunks given to push() are the parser's to change (see chooseTarget). */
+  private readonly inPlace: boolean;
 
-  /** @param maxPayload largest message (all its fragments) in bytes: more is a 1009 violation. */
-  constructor(maxPayload: number) {
+  /**
+   * @param maxPayload largest message (all its fragments) in bytes: more is a 1009 violation.
+   * @param inPlace the chunks given to {@link push} are the parser's to change (a socket's
+   *   reads): messages are unmasked in them. Otherwise chunks are only read.
+   */
+  constructor(maxPayload: number, inPlace = false) {
     this.maxPayload = maxPayload;
+    this.inPlace = inPlace;
   }
 
   /** True once a close frame or a violation ended the input. */
@@ -126,7 +135,8 @@ export class WsFrameParser {
   /**
    * Reads `chunk`, handing complete messages and control frames to `sink` as they
    * complete. Returns the violation that stopped reading (after what came before it was
-   * handed over), or null. Nothing of `chunk` is kept: it may be reused afterwards.
+   * handed over), or null. Nothing of `chunk` is kept after the call, unless it is the
+   * parser's to change (`inPlace`): then a message may be a view into it.
    */
   push(chunk: Buffer, sink: WsFrameSink): WsFrameError | null {
     let pos = 0;
@@ -149,6 +159,7 @@ export class WsFrameParser {
         }
         pos += kept !== null ? read - kept.length : read;
         this.partial = null;
+        this.chooseTarget(chunk, pos, kept === null && end - pos >= this.payloadLeft);
         if (this.payloadLeft === 0) {
           const err = this.frameComplete(sink);
           if (err !== null) return this.fail(err);
@@ -170,6 +181,7 @@ export class WsFrameParser {
   private fail(err: WsFrameError): WsFrameError {
     this.state = DONE;
     this.target = null;
+    this.targetInPlace = false;
     this.fragments = null;
     this.partial = null;
     return err;
@@ -232,23 +244,39 @@ export class WsFrameParser {
     this.opcode = opcode;
     this.payloadLeft = length;
     this.payloadDone = 0;
+    if (!fin && this.fragmented === 0 && opcode < WsOpcode.CLOSE) this.fragmented = opcode;
+    if (opcode < WsOpcode.CLOSE) this.messageLength += length;
+    return size + 4;
+  }
+
+  /**
+   * Where the payload of the frame whose header was just read goes. A whole message in
+   * one frame, its header and payload in the chunk at hand (the usual case), is unmasked
+   * in place and its libipc header written over the 4 mask bytes just before it: the
+   * chunk (a read's own buffer) becomes the frame, no allocation, no copy. Otherwise the
+   * payload is unmasked into a buffer of its own: the libipc frame of a message in one
+   * frame, or one fragment, or a control frame's payload.
+   */
+  private chooseTarget(chunk: Buffer, payloadAt: number, inChunk: boolean): void {
+    const length = this.payloadLeft;
+    const opcode = this.opcode;
     if (opcode >= WsOpcode.CLOSE) {
       this.target = Buffer.allocUnsafe(length);
       this.payloadStart = 0;
-    } else if (fin && this.fragmented === 0) {
-      // A whole message in one frame (the usual case): unmasked straight into its libipc frame.
+    } else if (this.fragmented !== 0) {
+      this.target = Buffer.allocUnsafe(length);
+      this.payloadStart = 0;
+    } else if (inChunk && this.inPlace) {
+      this.target = chunk;
+      this.payloadStart = payloadAt;
+      this.targetInPlace = true;
+    } else {
       this.target = Buffer.allocUnsafe(HEADER_SIZE + length);
       this.target.writeUInt32BE(length, 0);
       this.payloadStart = HEADER_SIZE;
-    } else {
-      if (!fin && this.fragmented === 0) this.fragmented = opcode;
-      this.target = Buffer.allocUnsafe(length);
-      this.payloadStart = 0;
     }
     this.targetPos = this.payloadStart;
-    if (opcode < WsOpcode.CLOSE) this.messageLength += length;
     this.state = DATA;
-    return size + 4;
   }
 
   /** Unmasks `n` bytes of `source` from `at` into the current frame's payload. */
@@ -287,7 +315,12 @@ export class WsFrameParser {
       return null;
     }
     let frame = payload;
-    if (this.fragmented !== 0) {
+    if (this.targetInPlace) {
+      // The libipc header goes over the mask, just before the payload.
+      this.targetInPlace = false;
+      frame = payload.subarray(this.payloadStart - HEADER_SIZE, this.payloadStart + this.messageLength);
+      frame.writeUInt32BE(this.messageLength, 0);
+    } else if (this.fragmented !== 0) {
       frame = joinFrame(this.fragments, payload, this.messageLength);
       this.fragments = null;
       this.fragmented = 0;
