@@ -16,7 +16,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { Gateway, GatewayCore, type GatewayPart, type ServeStep } from './gateway.js';
 import { certificateWatch, tlsStep } from './tls.js';
 import { TlsMaterial } from './tls-material.js';
@@ -94,7 +94,13 @@ class WsUpgrades implements GatewayPart {
     this.transport = transport;
     this.appLabels = { transport, listener: 'app' };
     // ws answers the opening handshake only; the frames are ours (WsFrameEndpoint).
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: core.options.maxPayload, clientTracking: false, perMessageDeflate: false });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: core.options.maxPayload,
+      clientTracking: false,
+      perMessageDeflate: false,
+      WebSocket: HandshakeOnly,
+    });
     this.http = http.createServer((req, res) => this.onRequest(req, res));
     this.http.on('upgrade', this.handleUpgrade);
     this.http.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket));
@@ -266,13 +272,10 @@ class WsUpgrades implements GatewayPart {
         // ws validates the handshake (version, Sec-WebSocket-Key) and answers 400 itself;
         // with noServer and no verifyClient, its callback runs synchronously.
         let upgraded = false;
-        const wsListeners = takeOverFromWs(socket, () =>
-          this.wss.handleUpgrade(req, socket, head, () => {
-            upgraded = true;
-          }),
-        );
+        this.wss.handleUpgrade(req, socket, head, () => {
+          upgraded = true;
+        });
         if (upgraded) {
-          wsListeners();
           const info = { ...pending.info, service: target, ...(origin ? { origin } : {}) };
           this.bridge(socket as net.Socket, upstream, reader, pending, info, target);
         }
@@ -349,27 +352,21 @@ class WsUpgrades implements GatewayPart {
 }
 
 /**
- * Runs ws's upgrade on `socket` and returns what detaches ws from it afterwards: the
- * listeners ws's WebSocket added (data, end, close, error) and its mark on the socket, so
- * that the frames are read by WsFrameEndpoint and ws's WebSocket, Receiver and Sender are
- * garbage. The socket is left paused, its unread bytes (the upgrade's `head`) in place.
+ * What ws makes of an upgraded socket here: only its handshake (checks, 101, subprotocol).
+ * ws's WebSocket would attach a Receiver (a Writable), a Sender and four socket listeners,
+ * all dropped at once since the frames are ours: this subclass attaches nothing
+ * (`setSocket` is what ws's server calls after writing the 101; its options say which
+ * class to make, "the ws WebSocket class or class that extends it").
  */
-function takeOverFromWs(socket: Duplex, upgrade: () => void): () => void {
-  const events = ['data', 'end', 'close', 'error'] as const;
-  const before = events.map((event) => socket.listeners(event));
-  upgrade();
-  return () => {
-    events.forEach((event, i) => {
-      for (const listener of socket.listeners(event)) {
-        if (!before[i]!.includes(listener)) socket.off(event, listener as (...args: unknown[]) => void);
-      }
-    });
-    // ws's WebSocket is found from the socket through this mark (Symbol('websocket')).
-    for (const symbol of Object.getOwnPropertySymbols(socket)) {
-      if (symbol.description === 'websocket') (socket as unknown as Record<symbol, unknown>)[symbol] = undefined;
-    }
-    socket.pause();
-  };
+class HandshakeOnly extends WebSocket {
+  setSocket(socket: Duplex, head: Buffer): void {
+    const net = socket as net.Socket;
+    // As ws does: no idle timeout of its own, no Nagle delay on small frames.
+    net.setTimeout?.(0);
+    net.setNoDelay?.();
+    // Bytes that came with the upgrade request are the first frames: read with the rest.
+    if (head.length > 0) socket.unshift(head);
+  }
 }
 
 /** An HTTP refusal: status line, headers, and a body with the code and the public reason. */
