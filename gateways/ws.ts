@@ -6,7 +6,9 @@
  * The pipeline is `[tls] -> http upgrade`: accepted (and for wss, TLS-terminated) sockets
  * go into an HTTP server that serves the page and upgrades. Every byte before the switch,
  * page requests included, is under the connection's one deadline. A refused upgrade
- * gets an HTTP status, flushed before the close: never a half-open socket.
+ * gets an HTTP status, flushed before the close: never a half-open socket. ws answers the
+ * handshake; after the 101 the frames are wsd's own (ws-frame-endpoint.ts), the service is
+ * read into one buffer shared by all connections (DirectReader.copying).
  *
  * As a library, the gateway can also take upgrades from an application's own HTTP(S)
  * server (`createWsGateway({ server })`, or `gateway.handleUpgrade(req, socket, head)` in
