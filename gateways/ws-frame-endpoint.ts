@@ -7,7 +7,7 @@
  * failed; 1002/1007/1009 for a client's violation, with ws's error codes), the closing
  * handshake with a grace period, pings answered, backpressure both ways.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import { isUtf8 } from 'node:buffer';
 import { HEADER_SIZE } from '../src/frame.js';
 import { Endpoint, Outcome, type Forward, type Switch, type SwitchResult } from '../src/switch.js';
@@ -42,7 +42,7 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
   private readonly parser: WsFrameParser;
   private readonly maxPayload: number;
   private readonly text: boolean;
-  /** A plain TCP socket (not TLS): its writes may use the scratch buffer. */
+  /** A plain net.Socket (not TLS, not another stream): its writes may use the scratch buffer. */
   private readonly plain: boolean;
   private received = 0;
   /** Whether the client answered the last ping (the sweep's flag). */
@@ -69,11 +69,13 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
     super('client');
     this.socket = socket;
     this.info = info;
-    // The socket's reads are ours: messages are unmasked in them (WsFrameParser).
-    this.parser = new WsFrameParser(maxPayload, true);
+    // A socket's reads are its own buffers, ours to change: messages are unmasked in them
+    // (WsFrameParser). Not so for any other stream an application's server might hand over.
+    const isSocket = socket instanceof net.Socket;
+    this.parser = new WsFrameParser(maxPayload, isSocket);
     this.maxPayload = maxPayload;
     this.text = text;
-    this.plain = !(socket as { encrypted?: boolean }).encrypted;
+    this.plain = isSocket && !(socket as { encrypted?: boolean }).encrypted;
   }
 
   get messagesIn(): number {

@@ -8,7 +8,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import type { ConnectionInfo } from '../gateways/lifecycle.js';
+import { WsFrameEndpoint } from '../gateways/ws-frame-endpoint.js';
 import { ROOT, slot, startPongd, startWsd, tempDir } from './helpers/ws-procs.js';
 import { Opcode, RawClient, closeCodeOf, encodeWsFrame } from './helpers/ws-raw.js';
 
@@ -119,4 +123,23 @@ test('the daemon keeps V8 young generation at its initial size, unless node was 
   t.true(kept <= 4 * MiB, `new space ${kept} bytes`);
   const left = newSpaceAfterSurvivors(['--semi-space-growth-factor=2']);
   t.true(left > 8 * MiB, `new space ${left} bytes with the flag given`);
+});
+
+test('frames are unmasked in place only in a net.Socket\'s reads: another stream\'s chunks are left as they were', (t) => {
+  const info = { peer: '127.0.0.1:1' } as ConnectionInfo;
+  const message = Buffer.from('in place?');
+  const expected = Buffer.concat([Buffer.from([0, 0, 0, message.length]), message]);
+  for (const [stream, inPlace] of [
+    [new PassThrough(), false],
+    [new net.Socket(), true],
+  ] as const) {
+    const endpoint = new WsFrameEndpoint(stream as unknown as net.Socket, 1000, false, info);
+    const chunk = encodeWsFrame(Opcode.BINARY, message);
+    const sent = Buffer.from(chunk);
+    const forwarded: Buffer[] = [];
+    endpoint.in(chunk, (frame) => forwarded.push(Buffer.from(frame)));
+    t.deepEqual(forwarded, [expected]);
+    t.is(chunk.equals(sent), !inPlace, stream.constructor.name);
+    stream.destroy();
+  }
 });
