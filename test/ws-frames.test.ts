@@ -9,6 +9,9 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { REPO_ROOT } from './helpers/paths.js';
 import { WsFrameParser, WsOpcode, isValidCloseCode, wsCloseFrame, wsFrame, wsHeaderSize, writeWsHeader, type WsFrameError, type WsFrameSink } from '../gateways/ws-frames.js';
 import { encodeWsFrame, decodeWsFrame } from './helpers/ws-raw.js';
 
@@ -257,4 +260,25 @@ test('server frames: unmasked, final, the three length forms', (t) => {
   t.deepEqual([...header], [0x81, 127, 0, 0, 0, 1, 0, 0, 0, 5]);
   t.deepEqual(decodeWsFrame(wsCloseFrame(1001, 'service closed'))?.frame.payload, Buffer.concat([Buffer.from([0x03, 0xe9]), Buffer.from('service closed')]));
   t.is(decodeWsFrame(wsCloseFrame(1005))?.frame.payload.length, 0, 'no status: an empty close');
+});
+
+test('without bufferutil (WS_NO_BUFFER_UTIL=1) long payloads split at every mask phase unmask the same', (t) => {
+  const script = `
+    const { WsFrameParser } = await import(${JSON.stringify(path.join(REPO_ROOT, 'dist/gateways/ws-frames.js'))});
+    const payload = Buffer.alloc(5000).map((_, i) => (i * 13) & 0xff);
+    const key = [0x37, 0xfa, 0x21, 0x3d];
+    const header = Buffer.from([0x82, 0xfe, 0x13, 0x88, ...key]);
+    const frame = Buffer.concat([header, payload.map((b, i) => b ^ key[i & 3])]);
+    let ok = true;
+    for (const cut of [9, 10, 11, 12, 100, 4001]) {
+      let got = null;
+      const parser = new WsFrameParser(10000, true);
+      const sink = { onMessage: (f) => (got = Buffer.from(f)), onPing() {}, onPong() {}, onClose() {} };
+      parser.push(Buffer.from(frame.subarray(0, cut)), sink);
+      parser.push(Buffer.from(frame.subarray(cut)), sink);
+      ok &&= got !== null && got.readUInt32BE(0) === 5000 && got.subarray(4).equals(payload);
+    }
+    console.log(ok);`;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, WS_NO_BUFFER_UTIL: '1' } });
+  t.is(out.trim(), 'true');
 });
