@@ -176,7 +176,7 @@ export class GatewayCore {
   bridge(pending: PendingConnection, service: string, client: Endpoint, serviceEndpoint: Endpoint, info = pending.info): Switch | null {
     const sw: Switch = new Switch(client, serviceEndpoint, {
       halfCloseTimeout: this.options.halfCloseTimeout,
-      onClose: this.switchEnd(() => sw, info, service),
+      onClose: this.switchEnd(info, service),
     });
     return this.adopt(pending, sw, service, () => sw.start(), () => {
       client.destroy();
@@ -198,7 +198,7 @@ export class GatewayCore {
       maxPayload: this.options.maxPayload,
       halfCloseTimeout: this.options.halfCloseTimeout,
       ...(greeting ? { greeting } : {}),
-      onClose: this.switchEnd(() => sw, pending.info, service),
+      onClose: this.switchEnd(pending.info, service),
     });
     return this.adopt(pending, sw, service, () => sw.start(clientSocket, serviceSocket), () => {
       clientSocket.destroy();
@@ -207,10 +207,10 @@ export class GatewayCore {
   }
 
   /** What a switch's end does, either plane: out of the table, into the totals, one log line. */
-  private switchEnd(sw: () => BridgedSwitch, info: ConnectionInfo, service: string): (summary: SwitchSummary) => void {
-    return (summary) => {
-      this.table.delete(sw());
-      this.metrics.switchEnded(sw(), summary);
+  private switchEnd(info: ConnectionInfo, service: string): (summary: SwitchSummary, sw: BridgedSwitch) => void {
+    return (summary, sw) => {
+      this.table.delete(sw);
+      this.metrics.switchEnded(sw, summary);
       logConnectionEnd(this.logger, info, service, summary);
     };
   }

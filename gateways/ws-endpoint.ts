@@ -1,5 +1,7 @@
 /**
- * A switch endpoint over a WebSocket: one WebSocket message is one libipc message.
+ * A switch endpoint over a ws WebSocket: one WebSocket message is one libipc message. The
+ * outbound `ws`/`wss` services use it for the remote gateway (the client side); wsd's own
+ * clients are read and written by WsFrameEndpoint (ws-frame-endpoint.ts).
  * `in` frames each received message (binary or text: the payload is the message bytes);
  * `out` cuts the service's byte stream into frames and sends each payload as one message.
  * Close codes tell the client why (RFC 6455 §7.4.1): 1001 when the service closed,

@@ -6,7 +6,9 @@
  * The pipeline is `[tls] -> http upgrade`: accepted (and for wss, TLS-terminated) sockets
  * go into an HTTP server that serves the page and upgrades. Every byte before the switch,
  * page requests included, is under the connection's one deadline. A refused upgrade
- * gets an HTTP status, flushed before the close: never a half-open socket.
+ * gets an HTTP status, flushed before the close: never a half-open socket. ws answers the
+ * handshake; after the 101 the frames are wsd's own (ws-frame-endpoint.ts), the service is
+ * read into one buffer shared by all connections (DirectReader.copying).
  *
  * As a library, the gateway can also take upgrades from an application's own HTTP(S)
  * server (`createWsGateway({ server })`, or `gateway.handleUpgrade(req, socket, head)` in
@@ -16,12 +18,13 @@
 import http from 'node:http';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { Gateway, GatewayCore, type GatewayPart, type ServeStep } from './gateway.js';
 import { certificateWatch, tlsStep } from './tls.js';
 import { TlsMaterial } from './tls-material.js';
 import { PendingConnection, sendAndClose, type ConnectionInfo, type ResponseSocket } from './lifecycle.js';
-import { WebSocketEndpoint } from './ws-endpoint.js';
+import { WsFrameEndpoint } from './ws-frame-endpoint.js';
+import { DirectReader } from '../src/direct-read.js';
 import type { ListenerLabels } from './metrics.js';
 import { serveStatic } from './static-files.js';
 import { remoteOf } from './listeners.js';
@@ -81,8 +84,8 @@ class WsUpgrades implements GatewayPart {
   private readonly pending = new WeakMap<Duplex, PendingConnection>();
   /** The close listener of each pending socket, removed once it is switched. */
   private readonly closeListeners = new WeakMap<Duplex, () => void>();
-  /** Whether each client answered the last ping, and its connection info for logs. */
-  private readonly alive = new WeakMap<WebSocket, { answered: boolean; info: ConnectionInfo }>();
+  /** Switched clients, for the ping sweep. */
+  private readonly live = new Set<WsFrameEndpoint>();
   private pingTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   /** Metrics labels of upgrades handed in by an application's own HTTP server. */
@@ -92,8 +95,14 @@ class WsUpgrades implements GatewayPart {
     this.core = core;
     this.transport = transport;
     this.appLabels = { transport, listener: 'app' };
-    // ws enforces maxPayload on whole messages (fragments included) and closes with 1009.
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: core.options.maxPayload, clientTracking: true });
+    // ws answers the opening handshake only; the frames are ours (WsFrameEndpoint).
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: core.options.maxPayload,
+      clientTracking: false,
+      perMessageDeflate: false,
+      WebSocket: HandshakeOnly,
+    });
     this.http = http.createServer((req, res) => this.onRequest(req, res));
     this.http.on('upgrade', this.handleUpgrade);
     this.http.on('clientError', (err: Error, socket: Duplex) => this.onClientError(err, socket));
@@ -252,7 +261,10 @@ class WsUpgrades implements GatewayPart {
       this.refuseUpgrade(socket, pending, status, target, { path: req.url });
       return;
     }
-    this.core.connectTarget(target, pending).then(
+    // The service is read into the shared buffer: the client endpoint copies each reply
+    // into its WebSocket frame (DirectReader.copying).
+    const reader = DirectReader.copying();
+    this.core.connectTarget(target, pending, reader).then(
       (upstream) => {
         if (upstream === null) return; // refused meanwhile (client gone, deadline, shutdown)
         if (socket.destroyed || !socket.readable || !socket.writable) {
@@ -262,11 +274,13 @@ class WsUpgrades implements GatewayPart {
         // ws validates the handshake (version, Sec-WebSocket-Key) and answers 400 itself;
         // with noServer and no verifyClient, its callback runs synchronously.
         let upgraded = false;
-        this.wss.handleUpgrade(req, socket, head, (ws) => {
+        this.wss.handleUpgrade(req, socket, head, () => {
           upgraded = true;
-          const info = { ...pending.info, service: target, ...(origin ? { origin } : {}) };
-          this.bridge(ws, socket as net.Socket, upstream, pending, info, target);
         });
+        if (upgraded) {
+          const info = { ...pending.info, service: target, ...(origin ? { origin } : {}) };
+          this.bridge(socket as net.Socket, upstream, reader, pending, info, target);
+        }
         if (!upgraded) pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, 'invalid WebSocket handshake'), { status: 400 });
       },
       (err: IpcError) =>
@@ -292,21 +306,17 @@ class WsUpgrades implements GatewayPart {
     pending.clientAddress = client.address;
   }
 
-  private bridge(ws: WebSocket, socket: net.Socket, upstream: net.Socket, pending: PendingConnection, info: ConnectionInfo, service: string): void {
+  private bridge(socket: net.Socket, upstream: net.Socket, reader: DirectReader, pending: PendingConnection, info: ConnectionInfo, service: string): void {
     const { options } = this.core;
-    const client = new WebSocketEndpoint(ws, socket, options.maxPayload, options.text, info.peer);
-    if (this.core.bridge(pending, service, client, this.core.serviceEndpoint(upstream), info) === null) return;
+    const client = new WsFrameEndpoint(socket, options.maxPayload, options.text, info);
+    client.sweep = this.live;
+    if (this.core.bridge(pending, service, client, this.core.serviceEndpoint(upstream, reader), info) === null) return;
     // Nothing of the handshake stays with a switched connection (idle memory).
     this.pending.delete(socket);
     const onClose = this.closeListeners.get(socket);
     if (onClose) socket.off('close', onClose);
     this.closeListeners.delete(socket);
     this.pages.delete(socket);
-    this.alive.set(ws, { answered: true, info });
-    ws.on('pong', () => {
-      const state = this.alive.get(ws);
-      if (state) state.answered = true;
-    });
     this.startPings();
   }
 
@@ -319,28 +329,45 @@ class WsUpgrades implements GatewayPart {
   }
 
   private sweepPings(): void {
-    if (this.wss.clients.size === 0) {
+    if (this.live.size === 0) {
       // Nobody to ping: the next switched client starts the sweep again.
       this.clearPings();
       return;
     }
-    for (const ws of this.wss.clients) {
-      const state = this.alive.get(ws);
-      if (state === undefined) continue;
+    for (const client of this.live) {
       // A client paused by backpressure (its service is slow) cannot be read, pongs
       // included: it is not dead. TCP keeps its own liveness meanwhile.
-      if (ws.isPaused) {
-        state.answered = true;
+      if (client.paused) {
+        client.answered = true;
         continue;
       }
-      if (!state.answered) {
-        this.core.logger.info({ ...state.info, reason: 'no pong to the last ping' }, 'dropping dead WebSocket peer');
-        ws.terminate();
+      if (!client.answered) {
+        this.core.logger.info({ ...client.info, reason: 'no pong to the last ping' }, 'dropping dead WebSocket peer');
+        this.live.delete(client);
+        client.terminate();
         continue;
       }
-      state.answered = false;
-      ws.ping();
+      client.answered = false;
+      client.ping();
     }
+  }
+}
+
+/**
+ * What ws makes of an upgraded socket here: only its handshake (checks, 101, subprotocol).
+ * ws's WebSocket would attach a Receiver (a Writable), a Sender and four socket listeners,
+ * all dropped at once since the frames are ours: this subclass attaches nothing
+ * (`setSocket` is what ws's server calls after writing the 101; its options say which
+ * class to make, "the ws WebSocket class or class that extends it").
+ */
+class HandshakeOnly extends WebSocket {
+  setSocket(socket: Duplex, head: Buffer): void {
+    const net = socket as net.Socket;
+    // As ws does: no idle timeout of its own, no Nagle delay on small frames.
+    net.setTimeout?.(0);
+    net.setNoDelay?.();
+    // Bytes that came with the upgrade request are the first frames: read with the rest.
+    if (head.length > 0) socket.unshift(head);
   }
 }
 

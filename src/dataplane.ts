@@ -107,7 +107,8 @@ export interface NativeSwitchOptions {
   halfCloseTimeout: number;
   /** Raw bytes sent to the client before anything else (the handshake's `ok`), uncounted. */
   greeting?: Buffer;
-  onClose: (summary: SwitchSummary) => void;
+  /** Called once when the switch is over, with the switch. */
+  onClose: (summary: SwitchSummary, sw: NativeSwitch) => void;
 }
 
 /**
@@ -215,7 +216,7 @@ export class NativeSwitch {
       messagesIn: this.count(2),
       messagesOut: this.count(5),
       durationMs: Math.round(performance.now() - this.startedAt),
-    });
+    }, this);
   }
 }
 

@@ -16,7 +16,7 @@
  */
 import type net from 'node:net';
 import { FrameTracker, DEFAULT_MAX_PAYLOAD } from './frame.js';
-import type { DirectReader } from './direct-read.js';
+import type { DirectReader, ReadConsumer } from './direct-read.js';
 
 /** libipc's callback outcomes (the original's CBEvent types). An Error is the fourth. */
 export const Outcome = {
@@ -43,8 +43,8 @@ export abstract class Endpoint {
   /** Bytes received from / sent to this endpoint's transport. */
   bytesIn = 0;
   bytesOut = 0;
-  /** Set by the switch that owns this endpoint. */
-  protected owner: Switch | null = null;
+  /** Set by the switch that owns this endpoint (when it starts). @internal */
+  owner: Switch | null = null;
   /** Input reached its end (EOF seen). */
   inputEnded = false;
   /** The transport is fully closed. */
@@ -86,7 +86,7 @@ export abstract class Endpoint {
  * frames: `in` forwards every chunk untouched while a {@link FrameTracker} follows frame
  * boundaries (to enforce maxPayload and count messages without copying); `out` writes.
  */
-export class SocketEndpoint extends Endpoint {
+export class SocketEndpoint extends Endpoint implements ReadConsumer {
   readonly socket: net.Socket;
   private readonly tracker: FrameTracker;
   private readonly reader: DirectReader | null;
@@ -181,38 +181,63 @@ export class SocketEndpoint extends Endpoint {
 
   start(owner: Switch): void {
     this.owner = owner;
-    const socket = this.socket;
-    const endpoint = this;
-    const onData = function socketOnData(chunk: Buffer) {
-      endpoint.bytesIn += chunk.length;
-      owner.input(endpoint, chunk);
-    };
-    if (this.reader) {
-      const reader = this.reader;
-      reader.attach(onData, this.sink);
-      socket.once('close', () => reader.release());
-    } else {
-      socket.on('data', onData);
-    }
-    const socketOnEnd = function socketOnEnd() {
-      owner.inputEnd(endpoint);
-    };
+    const socket = this.socket as BoundSocket;
+    // Shared listeners find the endpoint on its socket: no closures per connection (idle memory).
+    socket[kSocketEndpoint] = this;
+    if (this.reader) this.reader.attach(this, this.sink);
+    else socket.on('data', socketOnData);
     socket.on('end', socketOnEnd);
-    socket.on('drain', function socketOnDrain() {
-      owner.drained(endpoint);
-    });
-    socket.on('error', function socketOnError(err: Error) {
-      owner.fail(endpoint, err);
-    });
-    socket.on('close', function socketOnClose() {
-      owner.transportClosed(endpoint);
-    });
+    socket.on('drain', socketOnDrain);
+    socket.on('error', socketOnError);
+    socket.on('close', socketOnClose);
     // A handshake may have paused the socket (and unshifted bytes that followed it).
     socket.resume();
     // The client's FIN may have come during the handshake (a name then a half-close):
     // its 'end' was emitted before this listener existed, so it is applied here.
-    if (socket.readableEnded) process.nextTick(socketOnEnd);
+    if (socket.readableEnded) process.nextTick(endAfterHandshake, this);
   }
+
+  /** @internal Input from the socket (its 'data', or its direct reader). */
+  received(chunk: Buffer): void {
+    this.bytesIn += chunk.length;
+    this.owner!.input(this, chunk);
+  }
+
+  /** @internal The socket closed: the reader's buffer goes back, the switch is told. */
+  socketClosed(): void {
+    this.reader?.release();
+    this.owner!.transportClosed(this);
+  }
+}
+
+const kSocketEndpoint = Symbol('socketEndpoint');
+type BoundSocket = net.Socket & { [kSocketEndpoint]: SocketEndpoint };
+
+function socketOnData(this: BoundSocket, chunk: Buffer): void {
+  this[kSocketEndpoint].received(chunk);
+}
+
+function socketOnEnd(this: BoundSocket): void {
+  const endpoint = this[kSocketEndpoint];
+  endpoint.owner!.inputEnd(endpoint);
+}
+
+function endAfterHandshake(endpoint: SocketEndpoint): void {
+  endpoint.owner!.inputEnd(endpoint);
+}
+
+function socketOnDrain(this: BoundSocket): void {
+  const endpoint = this[kSocketEndpoint];
+  endpoint.owner!.drained(endpoint);
+}
+
+function socketOnError(this: BoundSocket, err: Error): void {
+  const endpoint = this[kSocketEndpoint];
+  endpoint.owner!.fail(endpoint, err);
+}
+
+function socketOnClose(this: BoundSocket): void {
+  this[kSocketEndpoint].socketClosed();
 }
 
 /** What a switch reports once, when it is over. */
@@ -252,8 +277,8 @@ export interface BridgedSwitch {
 export interface SwitchOptions {
   /** Time allowed to the other direction after one side half-closed (ms, default 5000). */
   halfCloseTimeout?: number;
-  /** Called once when the switch is over. */
-  onClose?: (summary: SwitchSummary) => void;
+  /** Called once when the switch is over, with the switch. */
+  onClose?: (summary: SwitchSummary, sw: Switch) => void;
   /** Called for each unit passed (SWITCH_RX from a, SWITCH_TX to b); off by default. */
   onPass?: (from: Endpoint, to: Endpoint, bytes: Buffer) => void;
 }
@@ -274,8 +299,9 @@ export class Switch {
     this.client = client;
     this.service = service;
     this.options = options;
-    this.toService = this.makeForward(client, service);
-    this.toClient = this.makeForward(service, client);
+    // Two closures over `this` alone (one context for both: idle memory).
+    this.toService = (bytes: Buffer) => this.pass(this.client, this.service, bytes);
+    this.toClient = (bytes: Buffer) => this.pass(this.service, this.client, bytes);
   }
 
   /** True once the switch is torn down or finished. */
@@ -292,22 +318,21 @@ export class Switch {
     return this;
   }
 
-  private makeForward(from: Endpoint, to: Endpoint): Forward {
+  /** Hands what `from`'s `in` produced to `to`'s `out`; pauses `from` while `to` needs a drain. */
+  private pass(from: Endpoint, to: Endpoint, bytes: Buffer): void {
+    if (this.over) return;
+    const result = to.out(bytes);
+    if (result instanceof Error) {
+      this.teardown(to, result);
+      return;
+    }
+    if (result === Outcome.CLOSING) {
+      this.teardown(to, undefined, `${to.role} closing`);
+      return;
+    }
     const onPass = this.options.onPass;
-    return (bytes: Buffer) => {
-      if (this.over) return;
-      const result = to.out(bytes);
-      if (result instanceof Error) {
-        this.teardown(to, result);
-        return;
-      }
-      if (result === Outcome.CLOSING) {
-        this.teardown(to, undefined, `${to.role} closing`);
-        return;
-      }
-      if (onPass) onPass(from, to, bytes);
-      if (to.needsDrain) from.pause();
-    };
+    if (onPass) onPass(from, to, bytes);
+    if (to.needsDrain) from.pause();
   }
 
   /** @internal Transport data from `from`. */
@@ -399,6 +424,6 @@ export class Switch {
       messagesIn: this.client.messagesIn,
       messagesOut: this.service.messagesIn,
       durationMs: Math.round(performance.now() - this.startedAt),
-    });
+    }, this);
   }
 }
