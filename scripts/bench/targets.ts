@@ -528,6 +528,46 @@ export const TARGETS: readonly TargetSpec[] = [
     },
   },
   {
+    name: 'tlsd-ref',
+    description: 'tlsd as the tlsd target, from another built checkout (env BENCH_REF=DIR, as tcpd-ref): before/after in one run',
+    role: 'gateway',
+    cpuVs: 'node-pipe-tls',
+    peer: 'haproxy-tls',
+    idle: true,
+    default: false,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: async (ctx) => {
+      const ref = process.env['BENCH_REF'];
+      const script = ref === undefined ? '' : path.resolve(ref, 'dist/gateways/cli/tlsd.js');
+      if (ref === undefined || !fs.existsSync(script)) {
+        return { url: '', args: [], cpuPid: -1, daemons: [], unavailable: 'set BENCH_REF to a built checkout (git worktree add DIR REV && cd DIR && npm run build)' };
+      }
+      const tls = tlsFiles(ctx);
+      const { daemon, port } = await startNodeDaemon(ctx, 'tlsd-ref', script, ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound']);
+      return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
+    name: 'tlsd-direct-read',
+    description: 'tlsd with --direct-read: service sockets read into a buffer per connection (net onread)',
+    role: 'gateway',
+    cpuVs: 'node-pipe-tls',
+    peer: 'haproxy-tls',
+    idle: true,
+    default: false,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: async (ctx) => {
+      const tls = tlsFiles(ctx);
+      const { daemon, port } = await startNodeDaemon(
+        ctx,
+        'tlsd-direct-read',
+        ctx.repo('dist/gateways/cli/tlsd.js'),
+        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound', '--direct-read'],
+      );
+      return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
     name: 'websockify',
     description: 'websockify (Debian, Python) to the Unix socket; loses message boundaries: ipcbench --ws-payload=framed',
     role: 'anchor',
