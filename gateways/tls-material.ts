@@ -152,14 +152,20 @@ export function identityProblem(identity: ClientIdentity | undefined, settings: 
 export class TlsMaterial {
   readonly settings: TlsServerSettings;
   readonly server: tls.Server;
+  /**
+   * Whether clients are asked for a certificate (--require-client-cert or an allow-list).
+   * When not, a client never sends one, so its identity is not looked up.
+   */
+  readonly requestsClientCert: boolean;
   private readonly logger: Logger;
   private watchers: FSWatcher[] = [];
   private reloadTimer: NodeJS.Timeout | null = null;
 
   /**
    * Loads the files now. @throws Error when they fail a check (the daemon cannot start).
-   * @param handshakeTimeout bound of Node's own TLS handshake timer (ms); gateways keep a
-   *   tighter deadline of their own.
+   * @param handshakeTimeout bound of Node's own TLS handshake timer (ms), or 0 for none:
+   *   gateways pass 0, as the connection's one deadline (lifecycle.ts) already bounds
+   *   every handshake.
    */
   constructor(settings: TlsServerSettings, logger: Logger, handshakeTimeout = 120_000) {
     const restricts = !!settings.allowCn?.length || !!settings.allowSan?.length;
@@ -168,13 +174,17 @@ export class TlsMaterial {
     }
     this.settings = settings;
     this.logger = logger;
+    this.requestsClientCert = settings.requireClientCert === true || restricts;
     const { options, info } = loadTlsFiles(settings);
     this.server = tls.createServer({
       ...options,
-      requestCert: settings.requireClientCert === true || restricts,
+      requestCert: this.requestsClientCert,
       // The verdict is applied by the gateway, which logs why it refuses a client.
       rejectUnauthorized: false,
-      handshakeTimeout,
+      // Node's timer is a Timeout per TLS socket, set at accept and kept (cleared) by the
+      // socket for its whole life, refreshed on every read and write. tls.Server takes 0
+      // for its 120 s default; a TLS socket starts the timer only for a value above 0.
+      handshakeTimeout: handshakeTimeout > 0 ? handshakeTimeout : -1,
     });
     logger.info({ certificate: info }, 'tls material loaded');
   }

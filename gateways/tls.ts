@@ -28,7 +28,8 @@ export function createTlsGateway(input: GatewayInput): TlsGateway {
 /** A TLS gateway from normalised options. @throws Error when the TLS files fail a check. */
 export function tlsGateway(options: GatewayOptions): TlsGateway {
   const core = new GatewayCore(options);
-  const material = new TlsMaterial(options.tls!, core.logger, options.handshakeTimeout + 1000);
+  // 0: no handshake timer of Node's per socket; the connection's deadline bounds the handshake.
+  const material = new TlsMaterial(options.tls!, core.logger, 0);
   const gateway = new Gateway(core, 'tls', tlsStep(material, nameHandshake(core), core.metrics), certificateWatch(material, options.watchCerts));
   return Object.assign(gateway, { material });
 }
@@ -38,14 +39,72 @@ export function certificateWatch(material: TlsMaterial, enabled: boolean): Gatew
   return [{ start: () => (enabled ? material.watch() : undefined), stop: () => material.close() }];
 }
 
-/** A client in its TLS handshake, found again from the TLS socket Node creates for it. */
-interface PendingTls {
-  secured(socket: tls.TLSSocket): void;
-  failed(err: Error): void;
+/**
+ * A client in its TLS handshake, found again from the TLS socket Node creates for it. One
+ * object per handshake, with methods rather than closures; forgotten once it is secured or
+ * refused, so nothing of it stays with a switched connection.
+ */
+class TlsHandshake {
+  readonly material: TlsMaterial;
+  readonly raw: net.Socket;
+  readonly pending: PendingConnection;
+  readonly next: ServeStep;
+  readonly metrics: GatewayMetrics | undefined;
+
+  constructor(material: TlsMaterial, raw: net.Socket, pending: PendingConnection, next: ServeStep, metrics: GatewayMetrics | undefined) {
+    this.material = material;
+    this.raw = raw;
+    this.pending = pending;
+    this.next = next;
+    this.metrics = metrics;
+  }
+
+  /** Holdable: a refusal forgets the handshake. */
+  destroy(): void {
+    pendingByRaw.delete(this.raw);
+  }
+
+  failed(err: Error): void {
+    this.metrics?.tlsHandshake(this.pending.labels, 'failed');
+    this.pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, `TLS handshake failed: ${err.message.trim()}`, err));
+  }
+
+  secured(socket: tls.TLSSocket): void {
+    const { raw, pending, material, metrics } = this;
+    pendingByRaw.delete(raw);
+    socket.on('error', noop);
+    pending.hold(socket);
+    if (pending.settled) return;
+    // Without a certificate request a client sends none: nothing to look up.
+    const identity = material.requestsClientCert ? clientIdentity(socket) : undefined;
+    const tlsInfo = {
+      protocol: socket.getProtocol(),
+      cipher: socket.getCipher()?.name,
+      resumed: socket.isSessionReused(),
+      ...(identity ? { client: identity } : {}),
+    };
+    const problem = identityProblem(identity, material.settings);
+    if (problem !== null) {
+      metrics?.tlsHandshake(pending.labels, 'refused');
+      pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, problem), { tls: tlsInfo });
+      return;
+    }
+    metrics?.tlsHandshake(pending.labels, 'ok');
+    raw.off('close', rawClosedInHandshake);
+    pending.info['tls'] = tlsInfo;
+    // A client's FIN is forwarded as a half-close from here on, as for tcpd.
+    socket.allowHalfOpen = true;
+    this.next(socket, pending);
+  }
 }
 
-const pendingByRaw = new WeakMap<net.Socket, PendingTls>();
+const pendingByRaw = new WeakMap<net.Socket, TlsHandshake>();
 const hooked = new WeakSet<tls.Server>();
+
+/** The 'close' listener of a raw socket in its TLS handshake (shared: `this` is the socket). */
+function rawClosedInHandshake(this: net.Socket): void {
+  pendingByRaw.get(this)?.pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed during the TLS handshake'));
+}
 
 /**
  * The TLS socket's underlying socket. `_parent` is Node's internal link (the only internal
@@ -61,14 +120,14 @@ function hookServer(server: tls.Server): void {
   hooked.add(server);
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     const raw = rawOf(socket);
-    const pending = raw && pendingByRaw.get(raw);
-    if (pending) pending.secured(socket);
+    const handshake = raw && pendingByRaw.get(raw);
+    if (handshake) handshake.secured(socket);
     else socket.destroy();
   });
   server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
     const raw = rawOf(socket);
-    const pending = raw && pendingByRaw.get(raw);
-    if (pending) pending.failed(err);
+    const handshake = raw && pendingByRaw.get(raw);
+    if (handshake) handshake.failed(err);
     else socket.destroy();
   });
 }
@@ -85,42 +144,11 @@ export function tlsStep(material: TlsMaterial, next: ServeStep, metrics?: Gatewa
 }
 
 function terminateTls(material: TlsMaterial, raw: net.Socket, pending: PendingConnection, next: ServeStep, metrics?: GatewayMetrics): void {
-  const settings = material.settings;
   pending.stage = 'TLS handshake';
-  pending.hold({ destroy: () => pendingByRaw.delete(raw) });
-  const onRawClose = () => pending.refuse(ipcError(ErrorCode.HANDSHAKE_ABORTED, 'client closed during the TLS handshake'));
-  raw.on('close', onRawClose);
-  pendingByRaw.set(raw, {
-    failed(err: Error) {
-      metrics?.tlsHandshake(pending.labels, 'failed');
-      pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, `TLS handshake failed: ${err.message.trim()}`, err));
-    },
-    secured(socket: tls.TLSSocket) {
-      pendingByRaw.delete(raw);
-      socket.on('error', noop);
-      pending.hold(socket);
-      if (pending.settled) return;
-      const identity = clientIdentity(socket);
-      const tlsInfo = {
-        protocol: socket.getProtocol(),
-        cipher: socket.getCipher()?.name,
-        resumed: socket.isSessionReused(),
-        ...(identity ? { client: identity } : {}),
-      };
-      const problem = identityProblem(identity, settings);
-      if (problem !== null) {
-        metrics?.tlsHandshake(pending.labels, 'refused');
-        pending.refuse(ipcError(ErrorCode.HANDSHAKE_REFUSED, problem), { tls: tlsInfo });
-        return;
-      }
-      metrics?.tlsHandshake(pending.labels, 'ok');
-      raw.off('close', onRawClose);
-      pending.info['tls'] = tlsInfo;
-      // A client's FIN is forwarded as a half-close from here on, as for tcpd.
-      socket.allowHalfOpen = true;
-      next(socket, pending);
-    },
-  });
+  const handshake = new TlsHandshake(material, raw, pending, next, metrics);
+  pending.hold(handshake);
+  raw.on('close', rawClosedInHandshake);
+  pendingByRaw.set(raw, handshake);
   // Not half-open during the handshake: a client's FIN then ends the TLS socket Node
   // creates, which reports it ('tlsClientError'), instead of holding the slot until the
   // deadline. Half-close is given back once the client is secured (above).

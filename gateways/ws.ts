@@ -62,7 +62,7 @@ export function createWsGateway(input: GatewayInput): WsGateway {
 /** A WebSocket gateway from normalised options. @throws Error when TLS files fail a check. */
 export function wsGateway(options: GatewayOptions): WsGateway {
   const core = new GatewayCore(options);
-  const material = options.tls ? new TlsMaterial(options.tls, core.logger, options.handshakeTimeout + 1000) : null;
+  const material = options.tls ? new TlsMaterial(options.tls, core.logger, 0) : null;
   const upgrades = new WsUpgrades(core, material ? 'wss' : 'ws');
   const parts: GatewayPart[] = [upgrades, ...(material ? certificateWatch(material, options.watchCerts) : [])];
   const step = material ? tlsStep(material, upgrades.step, core.metrics) : upgrades.step;

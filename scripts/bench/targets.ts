@@ -541,6 +541,26 @@ export const TARGETS: readonly TargetSpec[] = [
     start: (ctx) => startTlsdTarget(ctx, 'tlsd-ref', refScript('tlsd')),
   },
   {
+    name: 'tlsd-direct-read',
+    description: 'tlsd with --direct-read: service sockets read into a buffer per connection (net onread)',
+    role: 'gateway',
+    cpuVs: 'node-pipe-tls',
+    peer: 'haproxy-tls',
+    idle: true,
+    default: false,
+    workloads: SECURE_AND_WS_WORKLOADS,
+    start: async (ctx) => {
+      const tls = tlsFiles(ctx);
+      const { daemon, port } = await startNodeDaemon(
+        ctx,
+        'tlsd-direct-read',
+        ctx.repo('dist/gateways/cli/tlsd.js'),
+        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound', '--direct-read'],
+      );
+      return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
+    },
+  },
+  {
     name: 'websockify',
     description: 'websockify (Debian, Python) to the Unix socket; loses message boundaries: ipcbench --ws-payload=framed',
     role: 'anchor',
