@@ -4,6 +4,7 @@
  */
 import { InvalidArgumentError } from 'commander';
 import { createLogger, type Logger } from '../../src/log.js';
+import { keepYoungGenerationSmall } from './young-generation.js';
 
 /** commander parser for a non-negative integer option. */
 export function integer(value: string): number {
@@ -21,8 +22,12 @@ export function list(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), ...value.split(',').map((s) => s.trim()).filter((s) => s !== '')];
 }
 
-/** The root logger of a daemon. */
+/**
+ * What every daemon does first (tcpd, tlsd, wsd, gatewayd, ipcd, pongd): V8's young
+ * generation kept small (young-generation.ts says why), and its root logger.
+ */
 export function daemonLogger(name: string, level: string | undefined): Logger {
+  keepYoungGenerationSmall();
   return createLogger({ name, level: level ?? process.env['LOG_LEVEL'] ?? 'info' });
 }
 

@@ -8,9 +8,6 @@
  */
 import { wsGateway } from '../ws.js';
 import { runGatewayDaemon } from './run-gateway.js';
-import { keepYoungGenerationSmall } from './young-generation.js';
-
-keepYoungGenerationSmall();
 
 await runGatewayDaemon('wsd', 'ws', 'libipc WebSocket gateway: WebSocket clients to local libipc services', wsGateway, (gateway, logger) => {
   if (gateway.material) gateway.material.reload();
