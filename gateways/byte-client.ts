@@ -63,24 +63,46 @@ function serveByteClient(core: GatewayCore, socket: net.Socket, pending: Pending
   const native = core.dataPlane !== null && !(socket instanceof tls.TLSSocket);
 
   function connect(service: string, answerOk: boolean): void {
-    const reader = options.directRead && !native ? new DirectReader() : undefined;
+    if (native) {
+      // Handed over after the event loop's poll phase that accepted or read the client,
+      // as the JS service socket's 'connect' event did: handed over inside it (at once, or
+      // in a nextTick), a client's later bytes sometimes never reached the data plane
+      // under concurrent load (dataplane.test.ts, 1-2 of 11 tests a run; the mechanism in
+      // libuv is not pinned down). setImmediate costs no measurable CPU per connection.
+      setImmediate(connectNative, service, answerOk);
+      return;
+    }
+    const reader = options.directRead ? new DirectReader() : undefined;
     core.connectTarget(service, pending, reader).then(
       (upstream) => {
         if (upstream === null) return; // refused meanwhile: connectTarget closed it
         socket.off('error', onError);
         socket.off('close', onClose);
         socket.off('end', onEnd);
-        if (native) {
-          // The `ok` goes out first from the data plane (nothing queued in JS to flush).
-          core.bridgeNative(pending, service, socket, upstream, answerOk ? OK : undefined);
-          return;
-        }
         if (answerOk) socket.write(OK);
         const client = new SocketEndpoint('client', socket, options.maxPayload);
         core.bridge(pending, service, client, core.serviceEndpoint(upstream, reader));
       },
       (err: Error) => pending.refuse(err, { service }),
     );
+  }
+
+  // The native plane: the addon connects the service at once (no JS socket for it, no
+  // promise), and the connection is handed over in the same call.
+  function connectNative(service: string, answerOk: boolean): void {
+    if (pending.settled) return; // refused while waiting (client gone, deadline, drain)
+    let fd: number;
+    try {
+      fd = core.connectTargetFd(service);
+    } catch (err) {
+      pending.refuse(err as Error, { service });
+      return;
+    }
+    socket.off('error', onError);
+    socket.off('close', onClose);
+    socket.off('end', onEnd);
+    // The `ok` goes out first from the data plane (nothing queued in JS to flush).
+    core.bridgeNative(pending, service, socket, fd, answerOk ? OK : undefined);
   }
 
   socket.on('error', onError);

@@ -9,11 +9,12 @@
  * `listen()` starts the parts (certificate watchers, ping sweeps), `close()` stops them.
  */
 import net from 'node:net';
-import { connectService, connectServicePath } from '../src/client.js';
+import { connectService, connectServiceFd, connectServicePath } from '../src/client.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
 import { ensureRundir, serviceNameProblem, servicePath } from '../src/rundir.js';
 import { SocketEndpoint, Switch, type BridgedSwitch, type Endpoint, type SwitchSummary } from '../src/switch.js';
 import { NativeSwitch, nativeDataPlane } from '../src/dataplane.js';
+import { closeFd } from '../src/fdpass.js';
 import type { DirectReader } from '../src/direct-read.js';
 import type { Logger } from '../src/log.js';
 import { ConnectionTable, PendingConnection, type ConnectionInfo } from './lifecycle.js';
@@ -163,6 +164,16 @@ export class GatewayCore {
     return pending.settled ? null : socket;
   }
 
+  /**
+   * {@link connectTarget} for the native data plane: connected by the addon, at once, with
+   * no JS socket; the descriptor is the caller's.
+   * @throws IpcError as connectTarget rejects.
+   */
+  connectTargetFd(service: string): number {
+    const socketPath = service === this.options.service && this.fixedPath !== null ? this.fixedPath : servicePath(service, this.options.rundir);
+    return connectServiceFd(service, socketPath);
+  }
+
   /** Wraps a connected service socket as the service endpoint of a switch. */
   serviceEndpoint(upstream: net.Socket, reader?: DirectReader): SocketEndpoint {
     return new SocketEndpoint('service', upstream, this.options.maxPayload, reader ?? null);
@@ -191,7 +202,7 @@ export class GatewayCore {
    * counted as {@link bridge} does. Returns null (and closes both) when `pending` was
    * already refused.
    */
-  bridgeNative(pending: PendingConnection, service: string, clientSocket: net.Socket, serviceSocket: net.Socket, greeting?: Buffer): NativeSwitch | null {
+  bridgeNative(pending: PendingConnection, service: string, clientSocket: net.Socket, serviceSocket: net.Socket | number, greeting?: Buffer): NativeSwitch | null {
     const plane = this.dataPlane;
     if (plane === null || plane instanceof Error) throw new Error('bridgeNative without a data plane');
     const sw: NativeSwitch = new NativeSwitch(plane, {
@@ -202,7 +213,8 @@ export class GatewayCore {
     });
     return this.adopt(pending, sw, service, () => sw.start(clientSocket, serviceSocket), () => {
       clientSocket.destroy();
-      serviceSocket.destroy();
+      if (typeof serviceSocket === 'number') closeFd(serviceSocket);
+      else serviceSocket.destroy();
     });
   }
 

@@ -39,14 +39,7 @@ export async function connectService(name: string, options: ConnectOptions = {})
  * @throws IpcError `IPC_ERR_SERVICE_UNAVAILABLE` naming the service and the path.
  */
 export function connectServicePath(name: string, socketPath: string, options: ConnectOptions = {}): Promise<net.Socket> {
-  if (isSymbolicLink(socketPath)) {
-    return Promise.reject(
-      ipcError(
-        ErrorCode.SERVICE_UNAVAILABLE,
-        `service '${name}' is not available at ${socketPath}: it is a symbolic link, which is not followed`,
-      ),
-    );
-  }
+  if (isSymbolicLink(socketPath)) return Promise.reject(symbolicLinkRefused(name, socketPath));
   return new Promise((resolve, reject) => {
     const socket = net.connect({
       path: socketPath,
@@ -55,13 +48,7 @@ export function connectServicePath(name: string, socketPath: string, options: Co
     });
     const onError = (err: NodeJS.ErrnoException) => {
       socket.destroy();
-      reject(
-        ipcError(
-          ErrorCode.SERVICE_UNAVAILABLE,
-          `service '${name}' is not available at ${socketPath} (${err.code ?? err.message})`,
-          err,
-        ),
-      );
+      reject(serviceUnavailable(name, socketPath, err));
     };
     socket.once('error', onError);
     socket.once('connect', () => {
@@ -69,6 +56,31 @@ export function connectServicePath(name: string, socketPath: string, options: Co
       resolve(socket);
     });
   });
+}
+
+/**
+ * {@link connectServicePath} without a JS socket, for the native data plane: the addon
+ * connects (non-blocking: a Unix connect completes or fails at once) and returns the
+ * descriptor, which the caller owns. Same checks and errors.
+ * @throws IpcError `IPC_ERR_SERVICE_UNAVAILABLE` naming the service and the path
+ *   (`EAGAIN` too: the service's backlog is full).
+ */
+export function connectServiceFd(name: string, socketPath: string): number {
+  if (isSymbolicLink(socketPath)) throw symbolicLinkRefused(name, socketPath);
+  try {
+    return connectUnix(socketPath);
+  } catch (err) {
+    const cause = err instanceof IpcError && err.cause instanceof Error ? (err.cause as NodeJS.ErrnoException) : (err as NodeJS.ErrnoException);
+    throw serviceUnavailable(name, socketPath, cause);
+  }
+}
+
+function symbolicLinkRefused(name: string, socketPath: string): IpcError {
+  return ipcError(ErrorCode.SERVICE_UNAVAILABLE, `service '${name}' is not available at ${socketPath}: it is a symbolic link, which is not followed`);
+}
+
+function serviceUnavailable(name: string, socketPath: string, err: NodeJS.ErrnoException): IpcError {
+  return ipcError(ErrorCode.SERVICE_UNAVAILABLE, `service '${name}' is not available at ${socketPath} (${err.code ?? err.message})`, err);
 }
 
 /** True when `file` is a symbolic link; other lstat failures are left to connect to report. */

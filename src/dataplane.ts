@@ -12,7 +12,7 @@
 import os from 'node:os';
 import type net from 'node:net';
 import { ErrorCode, ipcError } from './errors.js';
-import { descriptorOf, loadDataPlaneAddon } from './fdpass.js';
+import { closeFd, descriptorOf, loadDataPlaneAddon } from './fdpass.js';
 import type { SwitchSummary } from './switch.js';
 
 /** What the addon exports as `dataPlane`. */
@@ -139,28 +139,32 @@ export class NativeSwitch {
    * Takes the two sockets over: what Node already read from them (bytes after the name,
    * an early service greeting) goes first, in order; the descriptors are dup'ed in the
    * addon and the sockets destroyed (no FIN: the duplicate keeps each connection open).
+   * The service may be a bare descriptor instead (connected by the addon: no JS socket
+   * was made for it), closed here once dup'ed.
    * Neither socket may have queued writes. On failure both sockets are destroyed and the
    * switch ends with the error.
    */
-  start(clientSocket: net.Socket, serviceSocket: net.Socket): void {
+  start(clientSocket: net.Socket, service: net.Socket | number): void {
+    // A descriptor (connected by the addon, no JS socket) is ours to close once dup'ed.
+    const release = typeof service === 'number' ? () => closeFd(service) : () => service.destroy();
     try {
       const clientFd = descriptorOf(clientSocket);
-      const serviceFd = descriptorOf(serviceSocket);
+      const serviceFd = typeof service === 'number' ? service : descriptorOf(service);
       const clientData = takeBuffered(clientSocket);
-      const serviceData = takeBuffered(serviceSocket);
+      const serviceData = typeof service === 'number' ? undefined : takeBuffered(service);
       const { maxPayload, halfCloseTimeout, greeting } = this.options;
       this.id = this.plane.add(clientFd, serviceFd, maxPayload, halfCloseTimeout, greeting, clientData, serviceData);
       live.set(this.id, this);
     } catch (err) {
       clientSocket.destroy();
-      serviceSocket.destroy();
+      release();
       const e = err as NodeJS.ErrnoException;
       if (typeof e.errno === 'number' && e.errno > 0) e.code ??= errnoNames.get(e.errno);
       this.report('client', e, `native data plane: ${e.message}`);
       return;
     }
     clientSocket.destroy();
-    serviceSocket.destroy();
+    release();
   }
 
   /** @internal Counter `i` of the six (client in/out/messages, service in/out/messages). */

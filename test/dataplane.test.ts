@@ -8,7 +8,7 @@
  * In-process gateways with `dataPlane: 'native'`, real sockets, a temp RUNDIR per test.
  */
 import test, { type ExecutionContext } from 'ava';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Gateway } from '../gateways/gateway.js';
@@ -261,6 +261,31 @@ test('a close from JS while a write to the service is partial: the client closes
   // Everything read from the client reached it, the rest of the partial write included
   // (the thread may have read one more buffer after the counts were taken).
   t.true(received >= forwarded && received <= forwarded + 64 * 1024, `received ${received}, read from the client ${forwarded}`);
+});
+
+test('the service connected by the addon: a fixed target that is a symbolic link or absent is refused with the reason, a live one serves', async (t) => {
+  const rundir = await tempRundir(t);
+  const elsewhere = await tempRundir(t);
+  await startFrameService(t, elsewhere, 'real');
+  mkdirSync(rundir, { recursive: true, mode: 0o700 });
+  symlinkSync(path.join(elsewhere, 'real'), path.join(rundir, 'linked'));
+  await startFrameService(t, rundir, 'pong');
+  for (const [service, reason] of [
+    ['linked', /symbolic link, which is not followed/],
+    ['absent', /not available at .*absent \(ENOENT\)$/],
+  ] as const) {
+    const rig = await nativeGateway(t, { allow: undefined, service }, rundir);
+    const client = await RawClient.tcp(t, rig.port);
+    await client.expectEof();
+    const line = await rig.log.waitFor(byMsg('connection refused', client.peer), WAIT, `refusal of ${client.peer}`);
+    t.is(codeOf(line), 'IPC_ERR_SERVICE_UNAVAILABLE');
+    t.regex(String(line['reason']), reason);
+  }
+  const rig = await nativeGateway(t, { allow: undefined, service: 'pong' }, rundir);
+  const client = await RawClient.tcp(t, rig.port);
+  await probeEcho(client);
+  client.destroy();
+  t.is(codeOf(await closedLine(rig.log, client)), undefined);
 });
 
 test('an idle connection is closed by the idle sweep with IPC_ERR_IDLE_TIMEOUT; one that keeps talking stays', async (t) => {

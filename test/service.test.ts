@@ -5,7 +5,8 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync,
 import net from 'node:net';
 import path from 'node:path';
 import { serveService, type ServeOptions, type ServiceServer } from '../src/service.js';
-import { connectService, connectServicePath } from '../src/client.js';
+import { connectService, connectServiceFd, connectServicePath } from '../src/client.js';
+import { socketFromFd } from '../src/fdpass.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
 import { WAIT, within } from './helpers/wait.js';
 import { tempDirSync } from './helpers/rundir.js';
@@ -317,6 +318,32 @@ test('connectService does not follow a symbolic link at $RUNDIR/<name>: IPC_ERR_
   const direct = await t.throwsAsync(connectServicePath('pong', link), { instanceOf: IpcError, code: ErrorCode.SERVICE_UNAVAILABLE });
   t.regex(direct?.message ?? '', /not followed/);
   t.is(connections(), 0, 'the linked socket never saw a connection');
+});
+
+test('connectServiceFd (the native data plane\'s connect): a descriptor that echoes; the same refusals as connectService', async (t) => {
+  const rundir = tempDirSync(t, 'libipc-service-');
+  const served = await serveEcho(t, 'pong', rundir);
+  const fd = connectServiceFd('pong', served.path);
+  t.true(Number.isInteger(fd) && fd > 2);
+  const socket = socketFromFd(fd);
+  t.teardown(() => socket.destroy());
+  const echoed = once(socket, 'data');
+  socket.write('through a descriptor');
+  t.is(((await within(echoed, 'the echo'))[0] as Buffer).toString(), 'through a descriptor');
+
+  const { link, connections } = await linkedService(t, rundir, 'linked');
+  const linked = t.throws(() => connectServiceFd('linked', link), { instanceOf: IpcError, code: ErrorCode.SERVICE_UNAVAILABLE });
+  t.regex(linked?.message ?? '', /symbolic link, which is not followed/);
+  t.is(connections(), 0, 'the linked socket never saw a connection');
+
+  const absent = t.throws(() => connectServiceFd('absent', path.join(rundir, 'absent')), { instanceOf: IpcError, code: ErrorCode.SERVICE_UNAVAILABLE });
+  t.is(absent?.message, `service 'absent' is not available at ${path.join(rundir, 'absent')} (ENOENT)`);
+  await staleSocket(t, path.join(rundir, 'stale'));
+  const stale = t.throws(() => connectServiceFd('stale', path.join(rundir, 'stale')), { instanceOf: IpcError, code: ErrorCode.SERVICE_UNAVAILABLE });
+  t.regex(stale?.message ?? '', /\(ECONNREFUSED\)$/);
+  // The same text as the JS socket's connect gives.
+  const viaJs = await t.throwsAsync(connectServicePath('absent', path.join(rundir, 'absent')), { instanceOf: IpcError });
+  t.is(viaJs?.message, absent?.message);
 });
 
 test('connectService in a run directory reached through a symbolic link still connects', async (t) => {
