@@ -23,6 +23,18 @@ export const CloseCode = {
   INTERNAL_ERROR: 1011,
 } as const;
 
+/**
+ * The close code and reason a WebSocket endpoint sends when its switch ends with `err`
+ * (none: the other side closed, said by `closed`): too large -> 1009, shutdown -> 1001,
+ * any other failure -> 1011.
+ */
+export function closeCodeOf(err: Error | undefined, closed: string): [number, string] {
+  if (err === undefined) return [CloseCode.GOING_AWAY, closed];
+  if (err instanceof IpcError && err.code === ErrorCode.PAYLOAD_TOO_LARGE) return [CloseCode.MESSAGE_TOO_BIG, 'message too big'];
+  if (err instanceof IpcError && err.code === ErrorCode.SHUTDOWN) return [CloseCode.GOING_AWAY, 'gateway shutting down'];
+  return [CloseCode.INTERNAL_ERROR, 'service failed'];
+}
+
 /** The close code ws reports when no close frame was received (RFC 6455 §7.1.5). */
 const ABNORMAL_CLOSURE = 1006;
 
@@ -122,10 +134,8 @@ export class WebSocketEndpoint extends Endpoint {
   }
 
   destroy(err?: Error): void {
-    if (err === undefined) this.closeWith(CloseCode.GOING_AWAY, this.role === 'client' ? 'service closed' : 'peer closed');
-    else if (err instanceof IpcError && err.code === ErrorCode.PAYLOAD_TOO_LARGE) this.closeWith(CloseCode.MESSAGE_TOO_BIG, 'message too big');
-    else if (err instanceof IpcError && err.code === ErrorCode.SHUTDOWN) this.closeWith(CloseCode.GOING_AWAY, 'gateway shutting down');
-    else this.closeWith(CloseCode.INTERNAL_ERROR, 'service failed');
+    const [code, reason] = closeCodeOf(err, this.role === 'client' ? 'service closed' : 'peer closed');
+    this.closeWith(code, reason);
   }
 
   /** ws sends what is queued before its close frame: finishing is closing with the code. */

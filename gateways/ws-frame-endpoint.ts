@@ -12,7 +12,7 @@ import { isUtf8 } from 'node:buffer';
 import { HEADER_SIZE } from '../src/frame.js';
 import { Endpoint, Outcome, type Forward, type Switch, type SwitchResult } from '../src/switch.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
-import { CloseCode } from './ws-endpoint.js';
+import { CloseCode, closeCodeOf } from './ws-endpoint.js';
 import { WsFrameParser, WsOpcode, wsCloseFrame, wsFrame, wsHeaderSize, writeWsHeader, type WsFrameError, type WsFrameSink } from './ws-frames.js';
 import type { ConnectionInfo } from './lifecycle.js';
 
@@ -237,10 +237,8 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
   }
 
   destroy(err?: Error): void {
-    if (err === undefined) this.closeWith(CloseCode.GOING_AWAY, 'service closed');
-    else if (err instanceof IpcError && err.code === ErrorCode.PAYLOAD_TOO_LARGE) this.closeWith(CloseCode.MESSAGE_TOO_BIG, 'message too big');
-    else if (err instanceof IpcError && err.code === ErrorCode.SHUTDOWN) this.closeWith(CloseCode.GOING_AWAY, 'gateway shutting down');
-    else this.closeWith(CloseCode.INTERNAL_ERROR, 'service failed');
+    const [code, reason] = closeCodeOf(err, 'service closed');
+    this.closeWith(code, reason);
   }
 
   /** What is queued goes before the close frame: finishing is closing with the code. */

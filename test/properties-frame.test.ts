@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { DEFAULT_MAX_PAYLOAD, FrameDecoder, FrameTracker, HEADER_SIZE, encodeFrame } from '../src/frame.js';
 import { ErrorCode, IpcError } from '../src/errors.js';
+import { chunked } from './helpers/chunks.js';
 
 /** Runs a property; fast-check's counterexample is the failure message. */
 function check(t: ExecutionContext, property: fc.IProperty<never> | fc.IProperty<any>, numRuns: number): void {
@@ -41,18 +42,6 @@ function model(bytes: Buffer, maxPayload: number): ModelResult {
   return { payloads, errorAt: null, end: 'boundary' };
 }
 
-/** Cuts `bytes` at the given offsets (taken modulo length + 1; repeats give empty chunks). */
-function chunked(bytes: Buffer, cuts: number[]): Buffer[] {
-  const offsets = cuts.map((c) => c % (bytes.length + 1)).sort((a, b) => a - b);
-  const chunks: Buffer[] = [];
-  let start = 0;
-  for (const offset of offsets) {
-    chunks.push(bytes.subarray(start, offset));
-    start = offset;
-  }
-  chunks.push(bytes.subarray(start));
-  return chunks;
-}
 
 /** Stream offset where the chunk holding byte `offset` starts. */
 function startOfChunkHolding(chunks: Buffer[], offset: number): number {

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { REPO_ROOT } from './helpers/paths.js';
 import { WsFrameParser, WsOpcode, isValidCloseCode, wsCloseFrame, wsFrame, wsHeaderSize, writeWsHeader, type WsFrameError, type WsFrameSink } from '../gateways/ws-frames.js';
 import { encodeWsFrame, decodeWsFrame } from './helpers/ws-raw.js';
+import { chunked } from './helpers/chunks.js';
 
 function check(t: ExecutionContext, property: fc.IProperty<never> | fc.IProperty<any>, numRuns: number): void {
   fc.assert(property, { numRuns, includeErrorInReport: true });
@@ -55,18 +56,6 @@ function ipcFrame(payload: Buffer): Buffer {
   return frame;
 }
 
-/** Cuts `bytes` at the given offsets (modulo length + 1; repeats give empty chunks). */
-function chunked(bytes: Buffer, cuts: number[]): Buffer[] {
-  const offsets = cuts.map((c) => c % (bytes.length + 1)).sort((a, b) => a - b);
-  const chunks: Buffer[] = [];
-  let start = 0;
-  for (const offset of offsets) {
-    chunks.push(bytes.subarray(start, offset));
-    start = offset;
-  }
-  chunks.push(bytes.subarray(start));
-  return chunks;
-}
 
 /** One message of the stream: its payload, sent in one frame or in fragments, with pings between. */
 interface Message {

@@ -262,10 +262,10 @@ async function startWsdTarget(ctx: TargetContext, name: string, env: NodeJS.Proc
 }
 
 /** tlsd with a fixed target and the run's ECDSA P-256 certificate (ipcbench verifies it). */
-async function startTlsdTarget(ctx: TargetContext, name: string, script: string | RunningTarget): Promise<RunningTarget> {
+async function startTlsdTarget(ctx: TargetContext, name: string, script: string | RunningTarget, extra: readonly string[] = []): Promise<RunningTarget> {
   if (typeof script !== 'string') return script;
   const tls = tlsFiles(ctx);
-  const { daemon, port } = await startNodeDaemon(ctx, name, script, ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound']);
+  const { daemon, port } = await startNodeDaemon(ctx, name, script, ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound', ...extra]);
   return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
 }
 
@@ -549,16 +549,7 @@ export const TARGETS: readonly TargetSpec[] = [
     idle: true,
     default: false,
     workloads: SECURE_AND_WS_WORKLOADS,
-    start: async (ctx) => {
-      const tls = tlsFiles(ctx);
-      const { daemon, port } = await startNodeDaemon(
-        ctx,
-        'tlsd-direct-read',
-        ctx.repo('dist/gateways/cli/tlsd.js'),
-        ['--listen', '127.0.0.1:0', '--service', ctx.service, '--cert', tls.cert, '--key', tls.key, '--no-outbound', '--direct-read'],
-      );
-      return { url: `tls://127.0.0.1:${port}`, args: ['--tls-ca', tls.ca], cpuPid: daemon.pid, daemons: [daemon] };
-    },
+    start: (ctx) => startTlsdTarget(ctx, 'tlsd-direct-read', ctx.repo('dist/gateways/cli/tlsd.js'), ['--direct-read']),
   },
   {
     name: 'websockify',
