@@ -13,7 +13,7 @@ import { HEADER_SIZE } from '../src/frame.js';
 import { Endpoint, Outcome, type Forward, type Switch, type SwitchResult } from '../src/switch.js';
 import { ErrorCode, IpcError, ipcError } from '../src/errors.js';
 import { CloseCode, closeCodeOf } from './ws-endpoint.js';
-import { WsFrameParser, WsOpcode, wsCloseFrame, wsFrame, wsHeaderSize, writeWsHeader, type WsFrameError, type WsFrameSink } from './ws-frames.js';
+import { MAX_MESSAGE, WsFrameParser, WsOpcode, wsCloseFrame, wsFrame, wsHeaderSize, writeWsHeader, type WsFrameError, type WsFrameSink } from './ws-frames.js';
 import type { ConnectionInfo } from './lifecycle.js';
 
 /** Time a closing handshake may take before the socket is cut (ms), as with ws. */
@@ -73,7 +73,7 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
     // (WsFrameParser). Not so for any other stream an application's server might hand over.
     const isSocket = socket instanceof net.Socket;
     this.parser = new WsFrameParser(maxPayload, isSocket);
-    this.maxPayload = maxPayload;
+    this.maxPayload = Math.min(maxPayload, MAX_MESSAGE); // what one Buffer can hold (ws-frames.ts)
     this.text = text;
     this.plain = isSocket && !(socket as { encrypted?: boolean }).encrypted;
   }
@@ -198,9 +198,11 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
     const length = frame.length - start;
     const asText = this.text && isUtf8(frame.subarray(start));
     writeWsHeader(frame, asText ? WsOpcode.TEXT : WsOpcode.BINARY, length);
+    // After a close frame nothing more may be sent (§5.5.1); only what is sent is counted
+    // (a service streaming into a closing connection must not look busy to the idle sweep).
+    if (this.closeSent) return;
     this.bytesOut += length;
-    // After a close frame nothing more may be sent (§5.5.1).
-    if (!this.closeSent) this.write(frame);
+    this.write(frame);
   }
 
   endInput(): SwitchResult {
@@ -292,7 +294,11 @@ export class WsFrameEndpoint extends Endpoint implements WsFrameSink {
   /** @internal The client's FIN: without a close frame before it, the connection was lost. */
   onEnd(): void {
     this.inputOver = true;
-    if (!this.socket.destroyed) this.socket.end();
+    if (this.socket.destroyed) return;
+    this.socket.end();
+    // A client that stops reading (a zero window) would keep our end from flushing and
+    // the connection, its switch and its service connection, forever.
+    this.startGrace();
   }
 
   /** @internal */

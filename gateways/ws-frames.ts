@@ -12,9 +12,12 @@
  *
  * The writers build the server's unmasked frames.
  */
-import { isUtf8 } from 'node:buffer';
+import { constants as bufferConstants, isUtf8 } from 'node:buffer';
 import { createRequire } from 'node:module';
 import { HEADER_SIZE } from '../src/frame.js';
+
+/** The largest payload a libipc frame built in one Buffer can carry here. */
+export const MAX_MESSAGE = bufferConstants.MAX_LENGTH - HEADER_SIZE - 10;
 
 /** RFC 6455 §5.2 opcodes. */
 export const WsOpcode = {
@@ -123,7 +126,9 @@ export class WsFrameParser {
    *   reads): messages are unmasked in them. Otherwise chunks are only read.
    */
   constructor(maxPayload: number, inPlace = false) {
-    this.maxPayload = maxPayload;
+    // A Buffer holds at most MAX_LENGTH bytes (2^32 on Node 20): a larger message (header
+    // included) is refused as too large, never allocated (allocUnsafe would throw).
+    this.maxPayload = Math.min(maxPayload, MAX_MESSAGE);
     this.inPlace = inPlace;
   }
 
@@ -311,7 +316,9 @@ export class WsFrameParser {
     const opcode = this.opcode;
     if (opcode >= WsOpcode.CLOSE) return this.control(opcode, payload, sink);
     if (!this.fin) {
-      (this.fragments ??= []).push(payload);
+      // An empty fragment adds nothing: kept, a stream of them would grow the list (and
+      // the heap) without ever reaching the message limit.
+      if (payload.length > 0) (this.fragments ??= []).push(payload);
       return null;
     }
     let frame = payload;

@@ -40,8 +40,9 @@ namespace {
 
 // One read moves up to kReadBuffer bytes while the other side takes whole writes (fewer
 // epoll turns and syscalls per byte when streaming), and kCongestedRead once a write to it
-// came back short: then the rest of a read waits in memory, so a slow reader holds at
-// most one big read's rest, once, and 64 KiB-sized rests after that.
+// came back short, until a write to it is whole again. The rest of a short write waits in
+// memory, and nothing more is read for that side meanwhile: a blocked direction holds at
+// most one read's rest (up to 256 KiB; 64 KiB with 64 KiB reads throughout).
 constexpr size_t kReadBuffer = 256 * 1024;
 constexpr size_t kCongestedRead = 64 * 1024;
 constexpr int64_t kFinishGraceMs = 5000;  // src/switch.ts FINISH_GRACE_MS

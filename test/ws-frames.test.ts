@@ -11,8 +11,9 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
+import { constants as bufferConstants } from 'node:buffer';
 import { REPO_ROOT } from './helpers/paths.js';
-import { WsFrameParser, WsOpcode, isValidCloseCode, wsCloseFrame, wsFrame, wsHeaderSize, writeWsHeader, type WsFrameError, type WsFrameSink } from '../gateways/ws-frames.js';
+import { MAX_MESSAGE, WsFrameParser, WsOpcode, isValidCloseCode, wsCloseFrame, wsFrame, wsHeaderSize, writeWsHeader, type WsFrameError, type WsFrameSink } from '../gateways/ws-frames.js';
 import { encodeWsFrame, decodeWsFrame } from './helpers/ws-raw.js';
 import { chunked } from './helpers/chunks.js';
 
@@ -210,6 +211,32 @@ for (const [what, frames, code, closeCode] of violations) {
     }
   });
 }
+
+test('empty fragments are not kept: 20,000 of them inside one message hold nothing, and the message comes out whole', (t) => {
+  const parser = new WsFrameParser(1000, false);
+  const { events, sink } = collector();
+  t.is(parser.push(encodeWsFrame(WsOpcode.TEXT, Buffer.from('he'), { fin: false }), sink), null);
+  const empty = encodeWsFrame(WsOpcode.CONTINUATION, Buffer.alloc(0), { fin: false });
+  for (let i = 0; i < 20_000; i++) t.is(parser.push(Buffer.from(empty), sink), null);
+  const kept = (parser as unknown as { fragments: Buffer[] | null }).fragments;
+  t.is(kept?.length, 1, 'only the non-empty fragment is held');
+  t.is(parser.push(encodeWsFrame(WsOpcode.CONTINUATION, Buffer.from('llo')), sink), null);
+  t.deepEqual(events, [{ kind: 'message', frame: ipcFrame(Buffer.from('hello')) }]);
+});
+
+test('a --max-payload above what one Buffer holds: a frame announcing 2^32 - 1 bytes is 1009 from its header, nothing allocated', (t) => {
+  t.is(MAX_MESSAGE, bufferConstants.MAX_LENGTH - 14);
+  const header = Buffer.from([0x82, 0xff, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]);
+  for (const inPlace of [false, true]) {
+    const { events, error } = parse([header], 0xffff_ffff, inPlace);
+    t.deepEqual(events, []);
+    t.is(error?.closeCode, 1009);
+  }
+  // Just under the cap the header is accepted (the payload would follow).
+  const under = Buffer.from(header);
+  under.writeUInt32BE(MAX_MESSAGE, 6);
+  t.is(parse([under], 0xffff_ffff, false).error, null);
+});
 
 test('a text message split inside a multi-byte character is valid', (t) => {
   const euro = Buffer.from('€');
