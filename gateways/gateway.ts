@@ -197,12 +197,12 @@ export class GatewayCore {
 
   /**
    * Hands `pending` over to the native data plane: `clientSocket` (plain TCP or Unix,
-   * nothing queued to write) and `serviceSocket` (connected to `service`) are taken over
+   * nothing queued to write) and `serviceFd` (connected to `service` by the addon) are taken over
    * by the addon's thread, `greeting` (the handshake's `ok`) is sent first. Logged and
    * counted as {@link bridge} does. Returns null (and closes both) when `pending` was
    * already refused.
    */
-  bridgeNative(pending: PendingConnection, service: string, clientSocket: net.Socket, serviceSocket: net.Socket | number, greeting?: Buffer): NativeSwitch | null {
+  bridgeNative(pending: PendingConnection, service: string, clientSocket: net.Socket, serviceFd: number, greeting?: Buffer): NativeSwitch | null {
     const plane = this.dataPlane;
     if (plane === null || plane instanceof Error) throw new Error('bridgeNative without a data plane');
     const sw: NativeSwitch = new NativeSwitch(plane, {
@@ -211,10 +211,9 @@ export class GatewayCore {
       ...(greeting ? { greeting } : {}),
       onClose: this.switchEnd(pending.info, service),
     });
-    return this.adopt(pending, sw, service, () => sw.start(clientSocket, serviceSocket), () => {
+    return this.adopt(pending, sw, service, () => sw.start(clientSocket, serviceFd), () => {
       clientSocket.destroy();
-      if (typeof serviceSocket === 'number') closeFd(serviceSocket);
-      else serviceSocket.destroy();
+      closeFd(serviceFd);
     });
   }
 

@@ -136,35 +136,30 @@ export class NativeSwitch {
   }
 
   /**
-   * Takes the two sockets over: what Node already read from them (bytes after the name,
-   * an early service greeting) goes first, in order; the descriptors are dup'ed in the
-   * addon and the sockets destroyed (no FIN: the duplicate keeps each connection open).
-   * The service may be a bare descriptor instead (connected by the addon: no JS socket
-   * was made for it), closed here once dup'ed.
-   * Neither socket may have queued writes. On failure both sockets are destroyed and the
-   * switch ends with the error.
+   * Takes the connection over: what Node already read from the client socket (bytes
+   * after the name) goes first; both descriptors are dup'ed in the addon, the client's JS
+   * socket is destroyed and the service's descriptor (connected by the addon, no JS socket
+   * was made for it) closed (no FIN: the duplicates keep both connections open). The
+   * client socket may have no queued writes. On failure both are closed and the switch
+   * ends with the error.
    */
-  start(clientSocket: net.Socket, service: net.Socket | number): void {
-    // A descriptor (connected by the addon, no JS socket) is ours to close once dup'ed.
-    const release = typeof service === 'number' ? () => closeFd(service) : () => service.destroy();
+  start(clientSocket: net.Socket, serviceFd: number): void {
     try {
       const clientFd = descriptorOf(clientSocket);
-      const serviceFd = typeof service === 'number' ? service : descriptorOf(service);
       const clientData = takeBuffered(clientSocket);
-      const serviceData = typeof service === 'number' ? undefined : takeBuffered(service);
       const { maxPayload, halfCloseTimeout, greeting } = this.options;
-      this.id = this.plane.add(clientFd, serviceFd, maxPayload, halfCloseTimeout, greeting, clientData, serviceData);
+      this.id = this.plane.add(clientFd, serviceFd, maxPayload, halfCloseTimeout, greeting, clientData, undefined);
       live.set(this.id, this);
     } catch (err) {
       clientSocket.destroy();
-      release();
+      closeFd(serviceFd);
       const e = err as NodeJS.ErrnoException;
       if (typeof e.errno === 'number' && e.errno > 0) e.code ??= errnoNames.get(e.errno);
       this.report('client', e, `native data plane: ${e.message}`);
       return;
     }
     clientSocket.destroy();
-    release();
+    closeFd(serviceFd);
   }
 
   /** @internal Counter `i` of the six (client in/out/messages, service in/out/messages). */
